@@ -1,0 +1,59 @@
+// CPU kernel of path_combine: row i of the output is read from its bucket,
+// plus the residual row when given, in one pass.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstring>
+
+#include "../ops/common.h"
+#include "../ops/path_gather.h"
+
+namespace pynas {
+namespace {
+
+at::Tensor path_combine_cpu(at::TensorList ys, const at::Tensor& choices, const c10::optional<at::Tensor>& residual) {
+  PathCombineInputs in = prepare_path_combine(ys, choices, residual);
+  TORCH_CHECK_VALUE(in.out.is_cpu(), "ys must be on the CPU for the CPU kernel");
+  const PathPlan plan = plan_paths(in.choices, static_cast<int64_t>(ys.size()));
+  check_bucket_sizes(in.ys, plan.counts);
+  const int64_t rows = in.out.size(0);
+  if (in.out.numel() == 0) return in.out;
+  const int64_t row_numel = in.out.numel() / rows;
+  const int64_t* cp = in.choices.const_data_ptr<int64_t>();
+  const int64_t* rp = plan.rank.const_data_ptr<int64_t>();
+  const int64_t grain = std::max<int64_t>(1, 16384 / row_numel);
+  if (!in.residual.defined()) {
+    const int64_t row_bytes = row_numel * in.out.element_size();
+    std::vector<const char*> src;
+    for (const auto& y : in.ys) src.push_back(static_cast<const char*>(y.const_data_ptr()));
+    char* dst = static_cast<char*>(in.out.data_ptr());
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) std::memcpy(dst + i * row_bytes, src[cp[i]] + rp[i] * row_bytes, row_bytes);
+    });
+    return in.out;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.out.scalar_type(), "path_combine_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    std::vector<const scalar_t*> src;
+    for (const auto& y : in.ys) src.push_back(y.const_data_ptr<scalar_t>());
+    const scalar_t* res = in.residual.const_data_ptr<scalar_t>();
+    scalar_t* dst = in.out.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const scalar_t* a = src[cp[i]] + rp[i] * row_numel;
+        const scalar_t* r = res + i * row_numel;
+        scalar_t* o = dst + i * row_numel;
+        for (int64_t e = 0; e < row_numel; ++e) o[e] = static_cast<scalar_t>(static_cast<acc_t>(a[e]) + static_cast<acc_t>(r[e]));
+      }
+    });
+  });
+  return in.out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pynas, CPU, m) { m.impl("path_combine", &path_combine_cpu); }
+
+}  // namespace pynas

@@ -1,0 +1,65 @@
+// Host-side argument checks and layout normalisation shared by the CPU and
+// CUDA implementations, so both backends reject the same inputs with the
+// same messages and see tensors in the same layouts.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <vector>
+
+namespace pynas {
+
+// float for float32/float16/bfloat16, double for float64.
+at::ScalarType accumulate_type(at::ScalarType t);
+
+// xs: non-empty, one shape, dtype and device, a floating dtype we support.
+void check_same_inputs(at::TensorList xs, const char* name);
+
+// weights: floating, on `device`, shape [K] or [N, K]. Returns it converted to
+// the accumulate dtype of `value_dtype`, contiguous.
+at::Tensor checked_weights(const at::Tensor& weights, int64_t k, const at::Tensor& like, const char* like_name);
+
+// Whether t is dense (no gaps, no overlap) with dimension 0 outermost, so
+// that sample i is the block [i * numel / N, (i + 1) * numel / N).
+bool is_batch_major_dense(const at::Tensor& t);
+
+// Makes every tensor of xs share one batch-major dense layout: xs[0]'s when it
+// has one, else the contiguous layout. Copies only the tensors that differ.
+std::vector<at::Tensor> to_common_layout(at::TensorList xs);
+
+// A tensor [N, C, *] seen as [N, C, S] with S the product of the trailing
+// sizes, through three strides. Holds only when the trailing dims merge.
+struct NCSView {
+  int64_t n = 0, c = 0, s = 1;
+  int64_t stride_n = 0, stride_c = 0, stride_s = 1;
+};
+// Returns t unchanged when its trailing dims merge into one stride (this
+// covers contiguous and channels_last), else a contiguous copy.
+at::Tensor mergeable_ncs(const at::Tensor& t);
+NCSView ncs_view(const at::Tensor& t);
+
+// Same layout as `like` (an [N, C, *] tensor) but with `c` channels. For
+// channels_last-like inputs the channel stride stays 1.
+at::Tensor empty_like_ncs(const at::Tensor& like, int64_t c);
+
+// choices: integral, 1-D, length n, on the CPU or on `device`. Validates the
+// range when on the CPU (no sync) and returns it as int64.
+at::Tensor checked_choices(const at::Tensor& choices, int64_t n, int64_t num_choices,
+                           const at::Device& device, const char* name, const char* range_name);
+
+// For each row i: its rank among the rows with the same choice; plus the
+// bucket sizes. choices: int64 on the CPU, already range-checked.
+struct PathPlan {
+  std::vector<int64_t> counts;
+  at::Tensor rank;  // int64 [N] on the CPU
+};
+PathPlan plan_paths(const at::Tensor& choices_cpu, int64_t num_choices);
+
+// Row-major dense with the same inner strides for all ys (dim 0 outermost).
+std::vector<at::Tensor> to_common_row_layout(at::TensorList ys, const at::Tensor& like);
+
+// Empty tensor of sizes [rows, like.sizes()[1:]] with like's inner strides.
+at::Tensor empty_rows_like(const at::Tensor& like, int64_t rows);
+
+}  // namespace pynas

@@ -1,0 +1,68 @@
+"""Python mirrors of the output layouts chosen in csrc/ops/common.cpp.
+
+Fake kernels must predict the strides the real kernels return, so that
+torch.compile and opcheck see the same tensors either way.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def is_non_overlapping_and_dense(t: Tensor) -> bool:
+    """Whether t's elements fill one block of memory with no gaps or overlaps (any dim order)."""
+    expected = 1
+    for size, stride in sorted(((s, st) for s, st in zip(t.shape, t.stride()) if s != 1), key=lambda p: p[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _batch_major_dense(t: Tensor) -> bool:
+    if not is_non_overlapping_and_dense(t):
+        return False
+    if t.dim() == 0 or t.shape[0] <= 1 or t.numel() == 0:
+        return True
+    return t.stride(0) == t.numel() // t.shape[0]
+
+
+def empty_in_common_layout(t: Tensor) -> Tensor:
+    """What weighted_sum returns for inputs shaped and laid out like ``t``."""
+    if _batch_major_dense(t):
+        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+
+
+def _trailing_dims_merge(t: Tensor) -> bool:
+    for d in range(2, t.dim() - 1):
+        if t.shape[d + 1] != 1 and t.shape[d] != 1 and t.stride(d) != t.stride(d + 1) * t.shape[d + 1]:
+            return False
+    return True
+
+
+def empty_like_ncs(t: Tensor, channels: int) -> Tensor:
+    """Mirror of ``mergeable_ncs`` followed by ``empty_like_ncs``."""
+    shape = (t.shape[0], channels) + tuple(t.shape[2:])
+    mergeable = is_non_overlapping_and_dense(t) and _trailing_dims_merge(t)
+    channels_last = mergeable and t.dim() >= 3 and t.shape[1] > 1 and t.stride(1) == 1
+    if channels_last and t.dim() == 4:
+        return torch.empty(shape, dtype=t.dtype, device=t.device, memory_format=torch.channels_last)
+    if channels_last and t.dim() == 5:
+        return torch.empty(shape, dtype=t.dtype, device=t.device, memory_format=torch.channels_last_3d)
+    return torch.empty(shape, dtype=t.dtype, device=t.device)
+
+
+def empty_rows_like(t: Tensor, rows) -> Tensor:
+    """Mirror of ``empty_rows_like``: ``[rows, *t.shape[1:]]`` with t's inner strides."""
+    shape = (rows,) + tuple(t.shape[1:])
+    if not _batch_major_dense(t):
+        return t.new_empty(shape)
+    row = 1
+    for s in t.shape[1:]:
+        row *= s
+    return torch.empty_strided(shape, (row,) + tuple(t.stride()[1:]), dtype=t.dtype, device=t.device)

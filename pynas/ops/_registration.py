@@ -1,0 +1,207 @@
+"""Fake kernels and autograd formulas of every pynas op, in one place.
+
+The schemas live in csrc/ops/schemas.cpp and the CPU/CUDA kernels in
+csrc/cpu and csrc/cuda; this module makes the ops traceable by
+torch.compile (fake kernels) and differentiable (register_autograd).
+"""
+from __future__ import annotations
+
+import torch
+
+import pynas._extension  # noqa: F401  (loads the schemas and kernels)
+
+from ._layout import accumulate_dtype, empty_in_common_layout, empty_like_ncs, empty_rows_like
+
+_ops = torch.ops.pynas
+
+
+# ---------------------------------------------------------------- weighted_sum
+@torch.library.register_fake("pynas::weighted_sum")
+def _weighted_sum_fake(xs, weights):
+    return empty_in_common_layout(xs[0])
+
+
+@torch.library.register_fake("pynas::_weighted_sum_backward")
+def _weighted_sum_backward_fake(grad, xs, weights, xs_need_grad, weights_need_grad):
+    grads = [empty_in_common_layout(grad) for need in xs_need_grad if need]
+    grad_w = weights.new_empty(weights.shape) if weights_need_grad else weights.new_empty(0)
+    return grads, grad_w
+
+
+def _weighted_sum_setup(ctx, inputs, output):
+    xs, weights = inputs
+    ctx.xs_need_grad = [x.requires_grad for x in xs]
+    ctx.weights_need_grad = weights.requires_grad
+    # The inputs are needed only for the weights' gradient: keep them alive
+    # only then (a DARTS node holds 35 of them).
+    ctx.num_xs = len(xs)
+    ctx.save_for_backward(weights, *(xs if weights.requires_grad else ()))
+
+
+def _weighted_sum_backward(ctx, grad):
+    weights, *xs = ctx.saved_tensors
+    if not xs:
+        xs = [grad] * ctx.num_xs  # shape placeholders; not read without the weights' gradient
+    grads, grad_w = _ops._weighted_sum_backward(grad, xs, weights, ctx.xs_need_grad, ctx.weights_need_grad)
+    it = iter(grads)
+    grad_xs = [next(it) if need else None for need in ctx.xs_need_grad]
+    return grad_xs, (grad_w if ctx.weights_need_grad else None)
+
+
+torch.library.register_autograd("pynas::weighted_sum", _weighted_sum_backward, setup_context=_weighted_sum_setup)
+
+
+# --------------------------------------------------------- partial_channel_mix
+@torch.library.register_fake("pynas::partial_channel_mix")
+def _partial_channel_mix_fake(ys, weights, x, groups):
+    return empty_like_ncs(x, x.shape[1])
+
+
+@torch.library.register_fake("pynas::_partial_channel_mix_backward")
+def _partial_channel_mix_backward_fake(grad, ys, weights, groups, ys_need_grad, weights_need_grad, x_need_grad):
+    grads = [empty_like_ncs(ys[0], ys[0].shape[1]) for need in ys_need_grad if need]
+    grad_w = weights.new_empty(weights.shape) if weights_need_grad else weights.new_empty(0)
+    grad_x = empty_like_ncs(grad, grad.shape[1]) if x_need_grad else grad.new_empty(0)
+    return grads, grad_w, grad_x
+
+
+def _partial_channel_mix_setup(ctx, inputs, output):
+    ys, weights, x, groups = inputs
+    ctx.groups = groups
+    ctx.ys_need_grad = [y.requires_grad for y in ys]
+    ctx.weights_need_grad = weights.requires_grad
+    ctx.x_need_grad = x.requires_grad
+    ctx.num_ys = len(ys)
+    ctx.save_for_backward(weights, *(ys if weights.requires_grad else ()))
+
+
+def _partial_channel_mix_backward(ctx, grad):
+    weights, *ys = ctx.saved_tensors
+    if not ys:
+        # Shape placeholders; the ys are read only for the weights' gradient.
+        n, c = grad.shape[:2]
+        ys = [grad.new_empty((n, c // ctx.groups) + tuple(grad.shape[2:]))] * ctx.num_ys
+    grads, grad_w, grad_x = _ops._partial_channel_mix_backward(
+        grad, ys, weights, ctx.groups, ctx.ys_need_grad, ctx.weights_need_grad, ctx.x_need_grad
+    )
+    it = iter(grads)
+    grad_ys = [next(it) if need else None for need in ctx.ys_need_grad]
+    return (
+        grad_ys,
+        grad_w if ctx.weights_need_grad else None,
+        grad_x if ctx.x_need_grad else None,
+        None,
+    )
+
+
+torch.library.register_autograd(
+    "pynas::partial_channel_mix", _partial_channel_mix_backward, setup_context=_partial_channel_mix_setup
+)
+
+
+# ------------------------------------------------------ path_dispatch/combine
+@torch.library.register_fake("pynas::path_dispatch")
+def _path_dispatch_fake(x, choices, num_choices):
+    # Bucket sizes depend on the values of choices.
+    ctx = torch.library.get_ctx()
+    return [empty_rows_like(x, ctx.new_dynamic_size()) for _ in range(num_choices)]
+
+
+@torch.library.register_fake("pynas::path_combine")
+def _path_combine_fake(ys, choices, residual=None):
+    return empty_rows_like(ys[0], choices.shape[0])
+
+
+def _path_dispatch_setup(ctx, inputs, output):
+    x, choices, num_choices = inputs
+    ctx.save_for_backward(choices)
+    ctx.bucket_shapes = [o.shape for o in output]
+
+
+def _path_dispatch_backward(ctx, grads):
+    (choices,) = ctx.saved_tensors
+    # path_combine is path_dispatch's adjoint; unused buckets get zero gradients.
+    grads = [g if g is not None else torch.zeros(s, dtype=_dtype(grads), device=_device(grads))
+             for g, s in zip(grads, ctx.bucket_shapes)]
+    return _ops.path_combine(grads, choices, None), None, None
+
+
+def _dtype(ts):
+    return next(t for t in ts if t is not None).dtype
+
+
+def _device(ts):
+    return next(t for t in ts if t is not None).device
+
+
+torch.library.register_autograd("pynas::path_dispatch", _path_dispatch_backward, setup_context=_path_dispatch_setup)
+
+
+def _path_combine_setup(ctx, inputs, output):
+    ys, choices, residual = inputs
+    ctx.save_for_backward(choices)
+    ctx.num_ys = len(ys)
+    ctx.ys_need_grad = any(y.requires_grad for y in ys)
+    ctx.residual_need_grad = residual is not None and residual.requires_grad
+
+
+def _path_combine_backward(ctx, grad):
+    (choices,) = ctx.saved_tensors
+    grad_ys = _ops.path_dispatch(grad, choices, ctx.num_ys) if ctx.ys_need_grad else None
+    return grad_ys, None, (grad if ctx.residual_need_grad else None)
+
+
+torch.library.register_autograd("pynas::path_combine", _path_combine_backward, setup_context=_path_combine_setup)
+
+
+# ---------------------------------------------------------- grouped_batch_norm
+@torch.library.register_fake("pynas::grouped_batch_norm")
+def _grouped_batch_norm_fake(x, groups, num_groups, weight, bias, mean, var, eps):
+    acc = accumulate_dtype(x.dtype)
+    stats = x.new_empty((num_groups, x.shape[1]), dtype=acc)
+    return empty_like_ncs(x, x.shape[1]), stats, torch.empty_like(stats)
+
+
+@torch.library.register_fake("pynas::_grouped_batch_norm_backward")
+def _grouped_batch_norm_backward_fake(grad, x, groups, num_groups, weight, mean, invstd, batch_stats, output_mask):
+    acc = accumulate_dtype(x.dtype)
+    grad_x = empty_like_ncs(x, x.shape[1]) if output_mask[0] else x.new_empty(0)
+    c = x.shape[1] if weight is not None else 0
+    grad_w = x.new_empty((c if output_mask[1] else 0,), dtype=acc)
+    grad_b = x.new_empty((x.shape[1] if output_mask[2] else 0,), dtype=acc)
+    return grad_x, grad_w, grad_b
+
+
+def _grouped_batch_norm_setup(ctx, inputs, output):
+    x, groups, num_groups, weight, bias, mean, var, eps = inputs
+    _, mean_out, invstd_out = output
+    ctx.num_groups = num_groups
+    ctx.batch_stats = mean is None
+    ctx.mask = [x.requires_grad, weight is not None and weight.requires_grad,
+                bias is not None and bias.requires_grad]
+    ctx.param_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
+    ctx.save_for_backward(x, groups, weight, mean_out, invstd_out)
+    ctx.mark_non_differentiable(mean_out, invstd_out)
+
+
+def _grouped_batch_norm_backward(ctx, grad_out, _grad_mean, _grad_invstd):
+    x, groups, weight, mean, invstd = ctx.saved_tensors
+    grad_x, grad_w, grad_b = _ops._grouped_batch_norm_backward(
+        grad_out, x, groups, ctx.num_groups, weight, mean, invstd, ctx.batch_stats, ctx.mask
+    )
+    w_dtype, b_dtype = ctx.param_dtypes
+    return (
+        grad_x if ctx.mask[0] else None,
+        None,
+        None,
+        grad_w.to(w_dtype) if ctx.mask[1] else None,
+        grad_b.to(b_dtype) if ctx.mask[2] else None,
+        None,
+        None,
+        None,
+    )
+
+
+torch.library.register_autograd(
+    "pynas::grouped_batch_norm", _grouped_batch_norm_backward, setup_context=_grouped_batch_norm_setup
+)
