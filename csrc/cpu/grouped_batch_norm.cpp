@@ -70,7 +70,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_cpu(
   const auto acc = accumulate_type(x.scalar_type());
   at::Tensor mean, invstd;
   if (have_mean) {
-    mean = checked_group_stats(*mean_in, "mean", num_groups, x);
+    // A copy: an output must not alias an input (the caller may update it in place).
+    mean = checked_group_stats(*mean_in, "mean", num_groups, x).clone();
     invstd = (checked_group_stats(*var_in, "var", num_groups, x) + eps).rsqrt();
   } else {
     const auto dopts = x.options().dtype(at::kDouble);

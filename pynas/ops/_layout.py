@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 
 def is_non_overlapping_and_dense(t: Tensor) -> bool:
     """Whether t's elements fill one block of memory with no gaps or overlaps (any dim order)."""
+    return _dense(t.shape, t.stride())
+
+
+def _dense(sizes, strides) -> bool:
     expected = 1
-    for size, stride in sorted(((s, st) for s, st in zip(t.shape, t.stride()) if s != 1), key=lambda p: p[1]):
+    for size, stride in sorted(((s, st) for s, st in zip(sizes, strides) if s != 1), key=lambda p: p[1]):
         if stride != expected:
             return False
         expected *= size
@@ -57,10 +62,20 @@ def empty_like_ncs(t: Tensor, channels: int) -> Tensor:
     return torch.empty(shape, dtype=t.dtype, device=t.device)
 
 
+def _row_dense(t: Tensor) -> bool:
+    """Mirror of ``row_dense``, asking nothing of a data-dependent batch size."""
+    if t.dim() == 0:
+        return True
+    row = 1
+    for size in t.shape[1:]:
+        row *= size
+    return _dense(t.shape[1:], t.stride()[1:]) and (guard_or_false(t.shape[0] <= 1) or t.stride(0) == row)
+
+
 def empty_rows_like(t: Tensor, rows) -> Tensor:
     """Mirror of ``empty_rows_like``: ``[rows, *t.shape[1:]]`` with t's inner strides."""
     shape = (rows,) + tuple(t.shape[1:])
-    if not _batch_major_dense(t):
+    if not _row_dense(t):
         return t.new_empty(shape)
     row = 1
     for s in t.shape[1:]:

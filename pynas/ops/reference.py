@@ -86,23 +86,27 @@ def grouped_batch_norm_reference(
     ``momentum=None``, the cumulative average).
     """
     groups = groups.to(x.device)
+    acc = _accumulate_dtype(x.dtype)
+    w = weight.to(acc) if weight is not None else None
+    b = bias.to(acc) if bias is not None else None
     out = torch.empty_like(x)
     for g in range(num_groups):
         rows = (groups == g).nonzero().flatten()
         if rows.numel() == 0:
             continue
-        rm = running_mean[g].clone() if running_mean is not None else None
-        rv = running_var[g].clone() if running_var is not None else None
+        rm = running_mean[g].to(acc, copy=True) if running_mean is not None else None
+        rv = running_var[g].to(acc, copy=True) if running_var is not None else None
         factor = momentum
         if training and num_batches_tracked is not None:
             num_batches_tracked[g] += 1
             if momentum is None:
                 factor = 1.0 / float(num_batches_tracked[g])
         out[rows] = torch.nn.functional.batch_norm(
-            x[rows], rm, rv, weight, bias, training=training or rm is None,
+            x[rows].to(acc), rm, rv, w, b, training=training or rm is None,
             momentum=0.0 if factor is None else factor, eps=eps,
-        )
+        ).to(x.dtype)
         if training and running_mean is not None:
-            running_mean[g] = rm
-            running_var[g] = rv
+            with torch.no_grad():
+                running_mean[g] = rm
+                running_var[g] = rv
     return out

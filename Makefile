@@ -1,0 +1,42 @@
+# Fresh-machine entry points: `make demo` (the main job) and `make test`.
+# Both install what they need: build tools from Debian, a pinned CPU torch
+# when no torch is installed, and pynas itself (built in place).
+PYTHON ?= python3
+TORCH_PIN ?= torch==2.13.0
+CUDA_ARCHS ?= 80;90
+PYTEST_ARGS ?=
+
+.PHONY: all deps install test demo bench check-cuda clean
+
+all: install
+
+deps:
+	@command -v g++ >/dev/null && command -v make >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq g++ make)
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_PIN)"
+	@$(PYTHON) -c "import numpy, yaml, pytest" 2>/dev/null || $(PYTHON) -m pip install -q numpy pyyaml pytest
+
+install: deps
+	$(PYTHON) -m pip install -q --no-build-isolation -e .
+	@$(PYTHON) -c "import pynas; print('pynas', pynas.build_info())"
+
+test: install
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+# Until the search issue lands, the main job is the op benchmark (quick preset).
+demo: install
+	$(PYTHON) -m bench.ops --preset quick
+
+bench: install
+	$(PYTHON) -m bench.ops
+
+# Compile every CUDA kernel with nvcc alone (no GPU, no CUDA torch needed) for
+# sm_80 and sm_90, and syntax-check the C++ glue against torch's headers.
+check-cuda:
+	@command -v cmake >/dev/null || (apt-get update -qq && apt-get install -y -qq cmake)
+	cmake -S . -B build/cuda-kernels -DPYNAS_KERNELS_ONLY=ON -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
+	cmake --build build/cuda-kernels -j2
+	bash tools/check_cuda_glue.sh
+
+clean:
+	rm -rf build dist *.egg-info pynas/_C*.so

@@ -1,0 +1,122 @@
+"""CPU/CUDA parity of every op (skipped without a GPU and CUDA kernels)."""
+import pytest
+import torch
+
+from pynas import ops
+from helpers import DTYPES, LAYOUTS, assert_close, make
+
+pytestmark = pytest.mark.cuda
+
+
+def _to_cuda(ts):
+    return [t.detach().cuda().requires_grad_(t.requires_grad) for t in ts]
+
+
+def _grads(out, inputs, g):
+    return torch.autograd.grad(out, [t for t in inputs if t.requires_grad], g)
+
+
+def _parity(fn, cpu_inputs, dtype):
+    cuda_inputs = _to_cuda(cpu_inputs)
+    out_cpu, out_cuda = fn(cpu_inputs), fn(cuda_inputs)
+    assert out_cuda.is_cuda and out_cuda.dtype == out_cpu.dtype and out_cuda.stride() == out_cpu.stride()
+    assert_close(out_cuda.cpu(), out_cpu, dtype)
+    g = torch.randn(out_cpu.shape, dtype=torch.float64).to(dtype)
+    for a, b in zip(_grads(out_cuda, cuda_inputs, g.cuda()), _grads(out_cpu, cpu_inputs, g)):
+        assert_close(a.cpu(), b, dtype, grad=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 7, 35, 64, 130])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_weighted_sum(dtype, k, per_sample):
+    xs = [make((6, 5, 9, 7), dtype, requires_grad=True) for _ in range(k)]
+    w = torch.randn((6, k) if per_sample else (k,), requires_grad=True)
+    _parity(lambda t: ops.weighted_sum(t[:-1], t[-1]), xs + [w], dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_weighted_sum_layouts_and_large(layout):
+    xs = [make((8, 16, 33, 31), torch.float32, layout, requires_grad=True) for _ in range(4)]
+    w = torch.randn(4, requires_grad=True)
+    _parity(lambda t: ops.weighted_sum(t[:-1], t[-1]), xs + [w], torch.float32)
+
+
+def test_weighted_sum_reference_on_cuda():
+    xs = [torch.randn(64, 16, 32, 32, device="cuda") for _ in range(8)]
+    w = torch.randn(64, 8, device="cuda")
+    torch.testing.assert_close(ops.weighted_sum(xs, w), ops.weighted_sum_reference(xs, w))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_partial_channel_mix(dtype, layout, per_sample):
+    x = make((5, 16, 7, 9), dtype, layout, requires_grad=True)
+    ys = [make((5, 4, 7, 9), dtype, layout, requires_grad=True) for _ in range(7)]
+    w = torch.randn((5, 7) if per_sample else (7,), requires_grad=True)
+    _parity(lambda t: ops.partial_channel_mix(t[:7], t[7], t[8], 4), ys + [w, x], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES + [torch.int32])
+@pytest.mark.parametrize("choices_on", ["cpu", "cuda"])
+def test_path_dispatch_combine(dtype, choices_on):
+    x = torch.randn(37, 6, 5, 3).to(dtype)
+    choices = torch.randint(0, 5, (37,))
+    c = choices.to(choices_on)
+    outs = ops.path_dispatch(x.cuda(), c, 5)
+    for o, r in zip(outs, ops.path_dispatch_reference(x, choices, 5)):
+        assert torch.equal(o.cpu(), r)
+    assert torch.equal(ops.path_combine(outs, c).cpu(), x)
+    if dtype.is_floating_point:
+        res = torch.randn_like(x)
+        torch.testing.assert_close(ops.path_combine(outs, c, res.cuda()).cpu(),
+                                   ops.path_combine_reference(ops.path_dispatch_reference(x, choices, 5), choices, res))
+
+
+def test_path_ops_with_host_choices_do_not_synchronize():
+    x = torch.randn(64, 32, 8, 8, device="cuda", requires_grad=True)
+    choices = torch.randint(0, 4, (64,))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        buckets = ops.path_dispatch(x, choices, 4)
+        out = ops.path_combine([b * 2 for b in buckets], choices, x)
+        groups = torch.randint(0, 4, (64,))
+        ops.grouped_batch_norm(out, groups, 4)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+def test_path_choice_out_of_range_on_device():
+    with pytest.raises(IndexError, match="choices must lie in"):
+        ops.path_dispatch(torch.randn(3, 2, device="cuda"), torch.tensor([0, 5, 1], device="cuda"), 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_grouped_batch_norm(dtype, layout):
+    x = make((24, 6, 5, 7), dtype, layout, requires_grad=True)
+    groups = torch.randint(0, 5, (24,))
+    w = torch.randn(6, requires_grad=True)
+    b = torch.randn(6, requires_grad=True)
+    _parity(lambda t: ops.grouped_batch_norm(t[0], groups, 5, t[1], t[2]), [x, w, b], dtype)
+    rm, rv = torch.randn(5, 6), torch.rand(5, 6) + 0.5
+    _parity(lambda t: ops.grouped_batch_norm(t[0], groups.to(t[0].device), 5, t[1], t[2], rm.to(t[0].device),
+                                             rv.to(t[0].device), training=False), [x, w, b], dtype)
+
+
+def test_grouped_batch_norm_running_stats():
+    x = torch.randn(32, 8, 6, 6) + 2
+    groups = torch.randint(0, 3, (32,))
+    stats = [torch.zeros(3, 8), torch.ones(3, 8), torch.zeros(3, dtype=torch.long)]
+    stats_cuda = [s.cuda() for s in stats]
+    for momentum in (0.1, None):
+        ops.grouped_batch_norm(x, groups, 3, None, None, *stats, momentum=momentum)
+        ops.grouped_batch_norm(x.cuda(), groups.cuda(), 3, None, None, *stats_cuda, momentum=momentum)
+        for a, b in zip(stats_cuda, stats):
+            torch.testing.assert_close(a.cpu(), b)
+
+
+def test_bad_device_mix():
+    with pytest.raises(ValueError, match="weights is on"):
+        ops.weighted_sum([torch.randn(2, 3, device="cuda")], torch.randn(1))
