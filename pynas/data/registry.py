@@ -1,0 +1,288 @@
+"""Named datasets: `create_dataset("cifar10", split="train", device="cuda")` -> DeviceDataset.
+
+Where data is looked for when no root is given:
+  fashion-mnist   $PYNAS_DATA/fashion-mnist, else /usr/share/datasets/fashion-mnist
+                  (Debian package dataset-fashion-mnist)
+  cifar10         $PYNAS_DATA/cifar10, else ../shared/data/cifar10 beside the repo
+  nb201-cifar10   the same CIFAR-10, plus nasbench201/eps_cifar-split.txt from the
+                  same data folder
+  imagefolder     no default: root is required
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from pynas.data.augment import Augmentation
+from pynas.data.idx import idx_magic, read_idx
+from pynas.data.images import (
+    CIFAR10_CLASSES,
+    DecodedImages,
+    find_cifar10_batches,
+    load_cifar10_batches,
+    load_image_folder,
+)
+from pynas.data.loader import DeviceDataset, stratified_indices
+
+__all__ = ["create_dataset", "list_datasets", "data_dir", "CIFAR10_MEAN", "CIFAR10_STD",
+           "FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "FASHION_MNIST_CLASSES"]
+
+# The usual CIFAR-10 training-set statistics (as in DARTS and NAS-Bench-201). The
+# JPEG copy in shared/data measures 0.4913/0.4821/0.4465 and 0.2452/0.2428/0.2606:
+# close enough that the standard values are kept for comparability.
+CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
+CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
+# Measured on the 60k Fashion-MNIST training images.
+FASHION_MNIST_MEAN = (0.2860406,)
+FASHION_MNIST_STD = (0.3530242,)
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+# CIFAR: 4-pixel zero-padded crop + flip is the standard recipe (DARTS, NAS-Bench-201);
+# cutout (length 16) is left off by default because search phases do not use it.
+# Enable it for final training with dataclasses.replace(ds.augmentation, cutout=16).
+CIFAR_AUGMENTATION = Augmentation(crop_padding=4, flip=True)
+# Fashion-MNIST: garments are centred and size-normalized in a 28x28 frame, so a
+# small 2-pixel shift already covers the placement jitter there is, while CIFAR's
+# 4 pixels (1/7 of the frame here) would cut off sleeves and soles. No flip: all
+# footwear (sandal, sneaker, ankle boot) faces left in both train and test, so
+# mirrored shoes are images the test set never shows.
+FASHION_MNIST_AUGMENTATION = Augmentation(crop_padding=2, flip=False)
+
+_DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+_NB201_SPLIT_FILE = "eps_cifar-split.txt"
+
+
+def data_dir() -> Path | None:
+    """$PYNAS_DATA, else shared/data beside the repository checkout, else None."""
+    env = os.environ.get("PYNAS_DATA")
+    if env:
+        return Path(env).expanduser()
+    beside_repo = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return beside_repo if beside_repo.is_dir() else None
+
+
+def _default_root(name: str, subdir: str) -> Path:
+    base = data_dir()
+    if base is None or not (base / subdir).is_dir():
+        raise FileNotFoundError(
+            f"create_dataset({name!r}): no root given and no {subdir}/ found "
+            f"(looked in $PYNAS_DATA and ../shared/data beside the repository); pass root=..."
+        )
+    return base / subdir
+
+
+# --- loaders per dataset: (root, split, cache) -> (DecodedImages, mean, std, augmentation) ------
+
+def _fashion_mnist(root: Path | None, split: str, cache: bool):
+    if root is None:
+        base = data_dir()
+        in_data_dir = base is not None and (base / "fashion-mnist").is_dir()
+        root = base / "fashion-mnist" if in_data_dir else _DEBIAN_FASHION_MNIST
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"), expected_magic=idx_magic(0x08, 3))
+    labels_path = _find_idx(root, f"{prefix}-labels-idx1-ubyte")
+    labels = read_idx(labels_path, expected_magic=idx_magic(0x08, 1)).to(torch.int64)
+    if len(labels) != len(images):
+        raise ValueError(f"{labels_path}: expected {len(images)} labels (one per image), got {len(labels)}")
+    decoded = DecodedImages(images.unsqueeze(1).contiguous(), labels, FASHION_MNIST_CLASSES)
+    return decoded, FASHION_MNIST_MEAN, FASHION_MNIST_STD, FASHION_MNIST_AUGMENTATION
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for candidate in (root / f"{stem}.gz", root / stem):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{root / stem}[.gz]: Fashion-MNIST IDX file not found "
+        f"(on Debian: apt-get install dataset-fashion-mnist, or pass root=...)"
+    )
+
+
+def _load_cifar10(root: Path, split: str, cache: bool) -> DecodedImages:
+    if find_cifar10_batches(root) is not None:
+        return load_cifar10_batches(root, train=split == "train")
+    decoded = load_image_folder(root / split, cache=cache)
+    if decoded.classes != CIFAR10_CLASSES or decoded.images.shape[1:] != (3, 32, 32):
+        raise ValueError(
+            f"{root / split}: expected the CIFAR-10 class folders {', '.join(CIFAR10_CLASSES)} of 32x32 RGB "
+            f"images, got {', '.join(decoded.classes)} of {tuple(decoded.images.shape[1:])}"
+        )
+    return decoded
+
+
+def _cifar10(root: Path | None, split: str, cache: bool):
+    root = root if root is not None else _default_root("cifar10", "cifar10")
+    return _load_cifar10(root, split, cache), CIFAR10_MEAN, CIFAR10_STD, CIFAR_AUGMENTATION
+
+
+def _nb201_split_file(root: Path) -> Path:
+    candidates = [root / _NB201_SPLIT_FILE, root.parent / "nasbench201" / _NB201_SPLIT_FILE]
+    base = data_dir()
+    if base is not None:
+        candidates.append(base / "nasbench201" / _NB201_SPLIT_FILE)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"NAS-Bench-201 split file {_NB201_SPLIT_FILE} not found (looked at {', '.join(map(str, candidates))})"
+    )
+
+
+def read_nb201_split(path: Path, *, size: int) -> dict[str, torch.Tensor]:
+    """The 'train' and 'valid' index lists of a NAS-Bench-201 split file.
+
+    The published file is JSON {"train": ["int", ["0", "5", ...]], "valid": [...]}:
+    a type tag and the indices as strings.
+    """
+    expected = f"{path}: expected JSON with keys 'train' and 'valid', each [\"int\", [indices]]"
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{expected} ({err})") from err
+    if not isinstance(content, dict) or not {"train", "valid"} <= content.keys():
+        keys = sorted(content) if isinstance(content, dict) else "-"
+        raise ValueError(f"{expected}, got {type(content).__name__} with keys {keys}")
+    parts = {}
+    for key in ("train", "valid"):
+        value = content[key]
+        if isinstance(value, list) and len(value) == 2 and value[0] == "int" and isinstance(value[1], list):
+            value = value[1]
+        try:
+            index = torch.tensor([int(i) for i in value], dtype=torch.int64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{expected}; '{key}' is not a list of integers ({err})") from err
+        if index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= size:
+            raise ValueError(f"{path}: '{key}' indices must lie in 0..{size - 1} (the CIFAR-10 training set)")
+        parts[key] = index
+    if torch.isin(parts["train"], parts["valid"]).any():
+        raise ValueError(f"{path}: 'train' and 'valid' indices overlap")
+    return parts
+
+
+def _nb201_cifar10(root: Path | None, split: str, cache: bool):
+    root = root if root is not None else _default_root("nb201-cifar10", "cifar10")
+    if split == "test":
+        return _load_cifar10(root, "test", cache), CIFAR10_MEAN, CIFAR10_STD, CIFAR_AUGMENTATION
+    train = _load_cifar10(root, "train", cache)
+    if find_cifar10_batches(root) is None:
+        # The JPEG folder lists images by class, not in the original CIFAR-10
+        # order the NAS-Bench-201 indices refer to; there is no way back to that order.
+        warnings.warn(
+            f"nb201-cifar10 from the image folder {root}: the NAS-Bench-201 indices are applied to the "
+            "folder's order (class, file name), not CIFAR-10's original order, so the two halves have the "
+            "published sizes and are disjoint but are not the published images; use the CIFAR-10 python "
+            "batches for the exact split",
+            stacklevel=3,
+        )
+    index = read_nb201_split(_nb201_split_file(root), size=len(train.labels))[split]
+    picked = DecodedImages(train.images[index], train.labels[index], train.classes)
+    return picked, CIFAR10_MEAN, CIFAR10_STD, CIFAR_AUGMENTATION
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 images, in [0, 1] units."""
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    for chunk in images.split(4096):  # bounded float64 memory for large sets
+        chunk = chunk.to(torch.float64)
+        total += chunk.sum(dim=(0, 2, 3))
+        squares += chunk.square().sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant channel: leave it unscaled
+    return tuple((mean / 255).tolist()), tuple((std / 255).tolist())
+
+
+def _imagefolder(root: Path | None, split: str, cache: bool):
+    if root is None:
+        raise ValueError("create_dataset('imagefolder'): root is required (a folder of <class>/<image> folders)")
+    # root/<split>/<class>/... when that layout is there; otherwise root itself holds the classes.
+    if (root / split).is_dir():
+        folder = root / split
+    elif split == "train":
+        folder = root
+    else:
+        raise FileNotFoundError(f"{root / split}: no such folder (imagefolder split={split!r} reads root/{split})")
+    decoded = load_image_folder(folder, cache=cache)
+    # Valid/test are normalized with the training images' stats when there are any.
+    stats_from = decoded
+    if folder != root and split != "train" and (root / "train").is_dir():
+        stats_from = load_image_folder(root / "train", cache=cache)
+    mean, std = _channel_stats(stats_from.images)
+    # The natural-image default: CIFAR's shift of 1/8 of the side, and flip.
+    augmentation = Augmentation(crop_padding=max(1, decoded.images.shape[2] // 8), flip=True)
+    return decoded, mean, std, augmentation
+
+
+_Loader = Callable[[Path | None, str, bool], tuple]
+_DATASETS: dict[str, tuple[_Loader, tuple[str, ...]]] = {
+    "fashion-mnist": (_fashion_mnist, ("train", "test")),
+    "cifar10": (_cifar10, ("train", "test")),
+    "imagefolder": (_imagefolder, ("train", "valid", "test")),
+    "nb201-cifar10": (_nb201_cifar10, ("train", "valid", "test")),
+}
+
+
+def list_datasets() -> list[str]:
+    return sorted(_DATASETS)
+
+
+def create_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    split: str = "train",
+    subset: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    cache: bool = True,
+) -> DeviceDataset:
+    """Load dataset `name` ("fashion-mnist", "cifar10", "imagefolder", "nb201-cifar10") onto `device`.
+
+    split: "train" or "test" ("valid" too for nb201-cifar10 and imagefolder).
+    subset: keep a seeded, class-stratified subset of that many images.
+    cache: reuse/write the decode cache of JPEG/PNG folders ($PYNAS_CACHE).
+    The normalization stats are the training set's for every split (for an
+    imagefolder, computed from root/train when present, else from the split).
+    """
+    if name not in _DATASETS:
+        raise ValueError(f"create_dataset: unknown dataset {name!r}; known: {', '.join(list_datasets())}")
+    load, splits = _DATASETS[name]
+    if split not in splits:
+        raise ValueError(
+            f"create_dataset({name!r}): split must be one of {', '.join(map(repr, splits))}, got {split!r}"
+        )
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise ValueError(f"create_dataset: root must be a path, got {type(root).__name__}")
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise ValueError(f"create_dataset: subset must be None or an int >= 1, got {subset!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"create_dataset: seed must be an int >= 0, got {seed!r}")
+    if not isinstance(cache, bool):
+        raise ValueError(f"create_dataset: cache must be a bool, got {cache!r}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"create_dataset: bad device {device!r} ({err})") from err
+
+    decoded, mean, std, augmentation = load(Path(root).expanduser() if root is not None else None, split, cache)
+    images, labels = decoded.images, decoded.labels
+    if subset is not None:
+        if subset > len(labels):
+            raise ValueError(
+                f"create_dataset({name!r}): subset={subset} but the {split} split has {len(labels)} images"
+            )
+        keep = stratified_indices(labels, subset, seed=seed)
+        images, labels = images[keep], labels[keep]
+    return DeviceDataset(
+        images=images.to(device), labels=labels.to(device), classes=decoded.classes,
+        mean=mean, std=std, augmentation=augmentation, name=f"{name}/{split}",
+    )
