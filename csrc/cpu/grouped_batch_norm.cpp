@@ -39,17 +39,19 @@ void sample_moments(const scalar_t* x, const NCSView& v, double* mean, double* m
 }
 
 template <typename scalar_t>
-void apply_affine(const scalar_t* x, const NCSView& xv, const int64_t* groups, const at::opmath_type<scalar_t>* scale,
-                  const at::opmath_type<scalar_t>* shift, scalar_t* out, const NCSView& ov) {
+void apply_affine(const scalar_t* x, const NCSView& xv, const int64_t* groups, const at::opmath_type<scalar_t>* mean,
+                  const at::opmath_type<scalar_t>* scale, const at::opmath_type<scalar_t>* shift, scalar_t* out,
+                  const NCSView& ov) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, xv.n * xv.c, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / xv.c, c = item % xv.c;
       const int64_t gc = groups[n] * xv.c + c;
-      const acc_t a = scale[gc], b = shift[gc];
+      const acc_t m = mean[gc], a = scale[gc], b = shift[c];
       const scalar_t* p = x + n * xv.stride_n + c * xv.stride_c;
       scalar_t* q = out + n * ov.stride_n + c * ov.stride_c;
-      for (int64_t s = 0; s < xv.s; ++s) q[s * ov.stride_s] = static_cast<scalar_t>(static_cast<acc_t>(p[s * xv.stride_s]) * a + b);
+      // Centred first: x * scale + shift would cancel badly when |mean| >> std.
+      for (int64_t s = 0; s < xv.s; ++s) q[s * ov.stride_s] = static_cast<scalar_t>((static_cast<acc_t>(p[s * xv.stride_s]) - m) * a + b);
     }
   });
 }
@@ -102,17 +104,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_cpu(
     invstd = at::where(cnt > 0, (gm2 / cnt.clamp_min(1) + eps).rsqrt(), at::zeros_like(gm2)).to(acc);
     mean = gm.to(acc);
   }
-  at::Tensor scale = in.weight.defined() ? invstd * in.weight : invstd;
-  at::Tensor shift = -mean * scale;
-  if (in.bias.defined()) shift = shift + in.bias;
-  scale = scale.contiguous();
-  shift = shift.contiguous();
+  const at::Tensor scale = (in.weight.defined() ? invstd * in.weight : invstd).contiguous();
+  const at::Tensor shift = in.bias.defined() ? in.bias : at::zeros({v.c}, invstd.options());
   at::Tensor out = empty_like_ncs(x, v.c);
   if (x.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "grouped_batch_norm_cpu", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       apply_affine<scalar_t>(x.const_data_ptr<scalar_t>(), v, in.groups.const_data_ptr<int64_t>(),
-                             scale.const_data_ptr<acc_t>(), shift.const_data_ptr<acc_t>(),
+                             mean.const_data_ptr<acc_t>(), scale.const_data_ptr<acc_t>(), shift.const_data_ptr<acc_t>(),
                              out.mutable_data_ptr<scalar_t>(), ncs_view(out));
     });
   }
@@ -175,16 +174,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_backward_cpu(
   grad_b = output_mask[2] ? sum_dy.sum(0).to(acc) : at::empty({0}, x.options().dtype(acc));
   if (!output_mask[0]) return {at::empty({0}, x.options()), grad_w, grad_b};
 
-  // grad_x = k1 * dy + k2 * x + k3 per (group, channel).
+  // grad_x = k1 * dy + k2 * (x - mean) + k3 per (group, channel).
   at::Tensor w = in.weight.defined() ? in.weight.to(at::kDouble) : at::ones({xv.c}, sum_dy.options());
   at::Tensor k1 = inv_d * w, k2 = at::zeros_like(k1), k3 = at::zeros_like(k1);
   if (batch_stats) {
     std::vector<double> count(num_groups, 0.0);
     for (int64_t n = 0; n < xv.n; ++n) count[g[n]] += static_cast<double>(xv.s);
     at::Tensor m = at::tensor(count, sum_dy.options()).clamp_min(1).unsqueeze(1);
-    const at::Tensor mean_d = mean.to(at::kDouble);
     k2 = -k1 * inv_d * inv_d * sum_dy_xmu / m;
-    k3 = -k1 * sum_dy / m - k2 * mean_d;
+    k3 = -k1 * sum_dy / m;
   }
   k1 = k1.to(acc).contiguous();
   k2 = k2.to(acc).contiguous();
@@ -198,17 +196,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_backward_cpu(
       const scalar_t* pg = grad.const_data_ptr<scalar_t>();
       scalar_t* po = grad_x.mutable_data_ptr<scalar_t>();
       const acc_t *p1 = k1.const_data_ptr<acc_t>(), *p2 = k2.const_data_ptr<acc_t>(), *p3 = k3.const_data_ptr<acc_t>();
+      const acc_t* pm = mean.const_data_ptr<acc_t>();
       at::parallel_for(0, xv.n * xv.c, 1, [&](int64_t begin, int64_t end) {
         for (int64_t item = begin; item < end; ++item) {
           const int64_t n = item / xv.c, c = item % xv.c;
           const int64_t gc = g[n] * xv.c + c;
-          const acc_t a = p1[gc], b = p2[gc], d = p3[gc];
+          const acc_t a = p1[gc], b = p2[gc], d = p3[gc], mu = pm[gc];
           const scalar_t* qx = px + n * xv.stride_n + c * xv.stride_c;
           const scalar_t* qg = pg + n * gv.stride_n + c * gv.stride_c;
           scalar_t* qo = po + n * ov.stride_n + c * ov.stride_c;
           for (int64_t s = 0; s < xv.s; ++s) {
             qo[s * ov.stride_s] = static_cast<scalar_t>(a * static_cast<acc_t>(qg[s * gv.stride_s]) +
-                                                        b * static_cast<acc_t>(qx[s * xv.stride_s]) + d);
+                                                        b * (static_cast<acc_t>(qx[s * xv.stride_s]) - mu) + d);
           }
         }
       });

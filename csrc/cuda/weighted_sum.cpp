@@ -1,0 +1,102 @@
+// CUDA glue of weighted_sum: the host logic of csrc/cpu/weighted_sum.cpp
+// (same checks, layouts, outputs) around the kernels of weighted_sum.cu.
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../ops/common.h"
+#include "glue_utils.h"
+#include "kernels.h"
+
+namespace pynas {
+namespace {
+
+using namespace cuda_glue;
+
+at::Tensor weighted_sum_cuda(at::TensorList xs_in, const at::Tensor& weights) {
+  check_same_inputs(xs_in, "xs");
+  check_cuda_tensor(xs_in[0], "xs");
+  c10::cuda::CUDAGuard guard(xs_in[0].device());
+  const int64_t k_count = static_cast<int64_t>(xs_in.size());
+  const at::Tensor w = checked_weights(weights, k_count, xs_in[0], "xs[0]");
+  const std::vector<at::Tensor> xs = to_common_layout(xs_in);
+  at::Tensor out = at::empty_strided(xs[0].sizes(), xs[0].strides(), xs[0].options());
+  if (out.numel() == 0) return out;
+  const int64_t samples = w.dim() == 2 ? xs[0].size(0) : 1;
+  const int64_t inner = out.numel() / samples;
+  std::vector<const void*> ptrs;
+  ptrs.reserve(xs.size());
+  for (const auto& x : xs) ptrs.push_back(x.const_data_ptr());
+  at::Tensor table;  // device pointer array, only beyond the by-value limit
+  if (k_count > cuda::kMaxInlineInputs) table = pointer_table(ptrs, out.device());
+  C10_CUDA_CHECK(cuda::launch_weighted_sum_forward(
+      kernel_dtype(out.scalar_type()), ptrs.data(),
+      table.defined() ? static_cast<const void* const*>(table.const_data_ptr()) : nullptr, k_count,
+      w.const_data_ptr(), samples, inner, out.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor> weighted_sum_backward_cuda(const at::Tensor& grad_in,
+                                                                           at::TensorList xs_in,
+                                                                           const at::Tensor& weights,
+                                                                           c10::List<bool> xs_need_grad,
+                                                                           bool weights_need_grad) {
+  check_same_inputs(xs_in, "xs");
+  const int64_t k_count = static_cast<int64_t>(xs_in.size());
+  TORCH_CHECK_VALUE(static_cast<int64_t>(xs_need_grad.size()) == k_count, "xs_need_grad must have ", k_count,
+                    " entries, got ", xs_need_grad.size());
+  TORCH_CHECK_VALUE(grad_in.sizes() == xs_in[0].sizes(), "grad must have shape ", xs_in[0].sizes(), ", got ",
+                    grad_in.sizes());
+  const at::Tensor w = checked_weights(weights, k_count, xs_in[0], "xs[0]");
+  check_cuda_tensor(xs_in[0], "xs");
+  TORCH_CHECK_VALUE(grad_in.device() == xs_in[0].device(), "grad is on ", grad_in.device(), " but xs are on ",
+                    xs_in[0].device());
+  c10::cuda::CUDAGuard guard(xs_in[0].device());
+  std::vector<at::Tensor> all(xs_in.begin(), xs_in.end());
+  all.insert(all.begin(), grad_in.to(xs_in[0].scalar_type()));
+  const std::vector<at::Tensor> laid = to_common_layout(all);
+  const at::Tensor& grad = laid[0];
+
+  std::vector<at::Tensor> grads_x;
+  std::vector<void*> gx_ptrs(k_count, nullptr);
+  std::vector<const void*> x_ptrs(k_count, nullptr);
+  for (int64_t k = 0; k < k_count; ++k) {
+    if (xs_need_grad.get(k)) {
+      grads_x.push_back(at::empty_strided(grad.sizes(), grad.strides(), grad.options()));
+      gx_ptrs[k] = grads_x.back().mutable_data_ptr();
+    }
+    x_ptrs[k] = laid[k + 1].const_data_ptr();
+  }
+  const int64_t samples = w.dim() == 2 ? (grad.dim() > 0 ? grad.size(0) : 1) : 1;
+  at::Tensor grad_w_acc;
+  if (weights_need_grad) grad_w_acc = at::empty({samples, k_count}, w.options());
+  const bool any_gx = !grads_x.empty();
+  if (grad.numel() > 0 && (any_gx || weights_need_grad)) {
+    const int64_t inner = grad.numel() / samples;
+    const int64_t bps = cuda::weighted_sum_backward_blocks_per_sample(samples, inner);
+    at::Tensor partial;
+    if (weights_need_grad) partial = at::empty({samples * bps * k_count}, w.options().dtype(at::kDouble));
+    C10_CUDA_CHECK(cuda::launch_weighted_sum_backward(
+        kernel_dtype(grad.scalar_type()), grad.const_data_ptr(), x_ptrs.data(), gx_ptrs.data(), k_count,
+        w.const_data_ptr(), samples, inner, bps, weights_need_grad ? partial.mutable_data_ptr<double>() : nullptr,
+        weights_need_grad ? grad_w_acc.mutable_data_ptr() : nullptr, c10::cuda::getCurrentCUDAStream()));
+  } else if (weights_need_grad) {
+    grad_w_acc.zero_();
+  }
+  at::Tensor grad_w;
+  if (weights_need_grad) {
+    grad_w = grad_w_acc.reshape(weights.sizes()).to(weights.scalar_type());
+  } else {
+    grad_w = at::empty({0}, weights.options());
+  }
+  return {grads_x, grad_w};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pynas, CUDA, m) {
+  m.impl("weighted_sum", &weighted_sum_cuda);
+  m.impl("_weighted_sum_backward", &weighted_sum_backward_cuda);
+}
+
+}  // namespace pynas
