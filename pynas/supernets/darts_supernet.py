@@ -1,0 +1,215 @@
+"""The DARTS search network (Liu et al., ICLR 2019, Sec. 2 and 3.1.1) on fused kernels.
+
+Differences from the papers' code are in how the same function is computed:
+
+* a node's output ``sum_edges sum_ops w * op(h)`` is one ``weighted_sum`` call
+  over every (edge, op) pair entering the node, instead of one Python sum per
+  edge and another over edges;
+* the ``none`` op is never computed: its output is zero, so dropping it from
+  the sum is exact (its logit still takes part in the softmax);
+* the op softmax of every edge of both cell types, and PC-DARTS's edge
+  softmax, are one batched call per forward (:mod:`.arch_weights`);
+* PC-DARTS's partial-channel edge (Xu et al., ICLR 2020, Sec. 3.2) is one
+  ``partial_channel_mix`` call (mix, bypass, concat and channel shuffle).
+
+The same class serves DARTS (``partial_channels=1``), PC-DARTS
+(``partial_channels=K``, ``edge_normalization=True``), FTSO's topology search
+(``primitives=('skip_connect',)``, ``edge_normalization=True``) and FTSO's
+operator search on a fixed topology (``active_edges``).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from pynas import ops
+from pynas.spaces.darts_ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, search_op
+
+from .arch_weights import NodeSoftmax
+
+
+def cell_edges(steps: int) -> list[tuple[int, int]]:
+    """(node, input state) of every edge, node-major as in DARTS: 2 + 3 + 4 + 5 = 14 for 4 steps."""
+    return [(node, j) for node in range(steps) for j in range(node + 2)]
+
+
+class MixedCell(nn.Module):
+    """One searchable cell: 2 input states, ``steps`` nodes, output = concat of the last ``multiplier``."""
+
+    def __init__(
+        self,
+        *,
+        C_prev_prev: int,
+        C_prev: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        steps: int,
+        multiplier: int,
+        primitives: Sequence[str],
+        partial_channels: int,
+        active_edges: Optional[Sequence[int]],
+    ):
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        self.partial_channels = partial_channels
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+        self.edges = cell_edges(steps)
+        active = set(range(len(self.edges)) if active_edges is None else active_edges)
+        # Columns of the op weights that are computed ('none' never is).
+        self.op_columns = [k for k, name in enumerate(primitives) if name != "none"]
+        computed = [primitives[k] for k in self.op_columns]
+        if not computed:
+            raise ValueError("primitives must contain at least one op other than 'none'")
+        op_channels = C // partial_channels
+        self.edge_ops = nn.ModuleDict()
+        self.bypass_pool = nn.ModuleDict()
+        for e, (node, j) in enumerate(self.edges):
+            if e not in active:
+                continue
+            stride = 2 if reduction and j < 2 else 1
+            self.edge_ops[str(e)] = nn.ModuleList(search_op(name, op_channels, stride) for name in computed)
+            if partial_channels > 1 and stride == 2:
+                # PC-DARTS max-pools the bypassed channels of a stride-2 edge.
+                self.bypass_pool[str(e)] = nn.MaxPool2d(2, 2)
+        self.node_edges = [[e for e, (n, _) in enumerate(self.edges) if n == node and e in active]
+                           for node in range(steps)]
+        for node, edges in enumerate(self.node_edges):
+            if not edges:
+                raise ValueError(f"node {node} has no active incoming edge")
+
+    def forward(self, s0: Tensor, s1: Tensor, op_weights: Tensor, edge_weights: Optional[Tensor]) -> Tensor:
+        """``op_weights``: ``[E, P]`` over the computed ops; ``edge_weights``: ``[E]`` or None."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for node in range(self.steps):
+            edges = self.node_edges[node]
+            if self.partial_channels == 1:
+                outs = [op(states[self.edges[e][1]]) for e in edges for op in self.edge_ops[str(e)]]
+                w = op_weights[edges]
+                if edge_weights is not None:
+                    w = w * edge_weights[edges].unsqueeze(1)
+                states.append(ops.weighted_sum(outs, w.reshape(-1)))
+            else:
+                mixed = [self._partial_edge(e, states[self.edges[e][1]], op_weights[e]) for e in edges]
+                w = edge_weights[edges] if edge_weights is not None else op_weights.new_ones(len(edges))
+                states.append(ops.weighted_sum(mixed, w))
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+    def _partial_edge(self, e: int, x: Tensor, weights: Tensor) -> Tensor:
+        part = x[:, : x.shape[1] // self.partial_channels]
+        ys = [op(part) for op in self.edge_ops[str(e)]]
+        bypass = self.bypass_pool[str(e)](x) if str(e) in self.bypass_pool else x
+        return ops.partial_channel_mix(ys, weights, bypass, self.partial_channels)
+
+
+class DartsSupernet(nn.Module):
+    """DARTS search network: stem, ``layers`` mixed cells (reductions at 1/3 and 2/3), classifier.
+
+    Defaults are DARTS's CIFAR-10 search settings (C=16, 8 layers, 4 steps,
+    multiplier 4, stem multiplier 3). Architecture parameters: ``alpha``
+    ``[2, E, len(primitives)]`` (normal, reduce), initialised to 1e-3 * N(0, 1)
+    as in DARTS, and with ``edge_normalization`` PC-DARTS's ``beta`` ``[2, E]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        C: int = 16,
+        layers: int = 8,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        primitives: Sequence[str] = PRIMITIVES,
+        partial_channels: int = 1,
+        edge_normalization: bool = False,
+        search_ops: bool = True,
+        active_edges: Optional[dict] = None,
+        generator: Optional[torch.Generator] = None,
+    ):
+        super().__init__()
+        for name, value in (("C", C), ("layers", layers), ("num_classes", num_classes), ("in_channels", in_channels),
+                            ("steps", steps), ("multiplier", multiplier), ("partial_channels", partial_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if C % partial_channels:
+            raise ValueError(f"C = {C} must be divisible by partial_channels = {partial_channels}")
+        unknown = [p for p in primitives if p not in PRIMITIVES]
+        if unknown:
+            raise ValueError(f"unknown primitives {unknown}; known: {list(PRIMITIVES)}")
+        if multiplier > steps:
+            raise ValueError(f"multiplier = {multiplier} cannot exceed steps = {steps}")
+        self.primitives = tuple(primitives)
+        self.steps = steps
+        self.search_ops = search_ops
+        self.edges = cell_edges(steps)
+        num_edges = len(self.edges)
+        active_edges = active_edges or {}
+        self.reduction_layers = {layers // 3, 2 * layers // 3} if layers >= 3 else set()
+
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in self.reduction_layers
+            if reduction:
+                C_curr *= 2
+            cell = MixedCell(
+                C_prev_prev=C_prev_prev, C_prev=C_prev, C=C_curr, reduction=reduction, reduction_prev=reduction_prev,
+                steps=steps, multiplier=multiplier, primitives=self.primitives, partial_channels=partial_channels,
+                active_edges=active_edges.get("reduce" if reduction else "normal"),
+            )
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+        self.op_columns = self.cells[0].op_columns
+        self.alpha = nn.Parameter(1e-3 * torch.randn(2, num_edges, len(self.primitives), generator=generator),
+                                  requires_grad=search_ops)
+        self.edge_normalization = edge_normalization
+        if edge_normalization:
+            self.beta = nn.Parameter(1e-3 * torch.randn(2, num_edges, generator=generator))
+            node_edges = [[e for e, (n, _) in enumerate(self.edges) if n == node] for node in range(steps)]
+            self.node_softmax = NodeSoftmax(node_edges, num_edges)
+        else:
+            self.register_parameter("beta", None)
+
+    # -- architecture ----------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        params = [self.alpha] if self.search_ops else []
+        return params + ([self.beta] if self.beta is not None else [])
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in (self.alpha, self.beta) if p is not None}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def op_weights(self) -> Tensor:
+        """Softmax over ops of every edge of both cell types: ``[2, E, len(primitives)]``."""
+        return self.alpha.softmax(-1)
+
+    def edge_weights(self) -> Optional[Tensor]:
+        """PC-DARTS edge normalisation: softmax over each node's incoming edges, ``[2, E]``."""
+        return self.node_softmax(self.beta) if self.beta is not None else None
+
+    # -- forward -----------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        op_w = self.op_weights()[..., self.op_columns]
+        edge_w = self.edge_weights()
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            kind = 1 if cell.reduction else 0
+            s0, s1 = s1, cell(s0, s1, op_w[kind], None if edge_w is None else edge_w[kind])
+        return self.classifier(self.global_pooling(s1).flatten(1))
