@@ -107,7 +107,7 @@ setup(
     ext_modules=[_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(no_python_abi_suffix=False)},
     python_requires=">=3.10",
-    install_requires=["numpy", "pyyaml", "pillow"],
+    install_requires=["numpy", "pyyaml", "pillow", "matplotlib"],
     entry_points={"console_scripts": ["pynas=pynas.cli:main"]},
     zip_safe=False,
 )

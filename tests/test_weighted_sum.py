@@ -156,3 +156,18 @@ class TestBadInput:
     def test_weights_not_a_tensor(self):
         with pytest.raises(TypeError, match="weights must be a tensor"):
             ops.weighted_sum([torch.randn(2, 3)] * 3, [0.1, 0.2, 0.7])
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_double_backward(per_sample):
+    xs = [torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    w = torch.randn((2, 3) if per_sample else (3,), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda *a: ops.weighted_sum(list(a[:-1]), a[-1]), (*xs, w))
+
+
+def test_other_ops_refuse_double_backward_clearly():
+    x = torch.randn(2, 4, 3, requires_grad=True)
+    ys = [torch.randn(2, 2, 3, requires_grad=True)]
+    out = ops.partial_channel_mix(ys, torch.ones(1, requires_grad=True), x, 2)
+    with pytest.raises(NotImplementedError, match="no double backward"):
+        torch.autograd.grad(out.sum(), x, create_graph=True)

@@ -70,6 +70,7 @@ class DARTS(DifferentiableSearch):
         arch_weight_decay: float = 1e-3,
         warmup_epochs: int = 0,
         amp: str = "none",
+        hvp_radius: float = 0.01,
         seed: int = 0,
         **supernet_options: Any,
     ):
@@ -82,7 +83,8 @@ class DARTS(DifferentiableSearch):
                                   **supernet_options)
         super().__init__(supernet, epochs=epochs, w_lr=w_lr, w_lr_min=w_lr_min, w_momentum=w_momentum,
                          w_weight_decay=w_weight_decay, grad_clip=grad_clip, arch_lr=arch_lr, arch_betas=arch_betas,
-                         arch_weight_decay=arch_weight_decay, order=order, amp=amp, warmup_epochs=warmup_epochs)
+                         arch_weight_decay=arch_weight_decay, order=order, amp=amp, warmup_epochs=warmup_epochs,
+                         hvp_radius=hvp_radius)
 
     def genotype(self):
         return derive_genotype(self.space, self.supernet)

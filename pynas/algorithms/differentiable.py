@@ -42,11 +42,14 @@ class DifferentiableSearch:
         order: int = 1,
         warmup_epochs: int = 0,
         amp: str = "none",
+        hvp_radius: float = 0.01,
     ):
         self.epochs = check_positive_int(epochs, "epochs")
         self.order = check_choice(order, "order", (1, 2))
         self.warmup_epochs = check_nonneg_int(warmup_epochs, "warmup_epochs")
         self.grad_clip = check_nonneg_float(grad_clip, "grad_clip")
+        # DARTS's finite-difference step for the Hessian-vector product is R / ||v|| with R = 0.01 (Sec. 2.3).
+        self.hvp_radius = check_positive_float(hvp_radius, "hvp_radius")
         self.amp = check_choice(amp, "amp", tuple(AMP_DTYPES))
         if self.order == 2 and self.amp == "fp16":
             raise ValueError("order=2 with amp='fp16' is not supported (loss scaling breaks the finite "
@@ -148,7 +151,7 @@ class DifferentiableSearch:
 
     def _hessian_vector_product(self, v, x, y, arch, weights):
         norm = torch.sqrt(sum((t.float() ** 2).sum() for t in v))
-        eps = 0.01 / max(float(norm), 1e-12)  # DARTS's R / ||v|| with R = 0.01
+        eps = self.hvp_radius / max(float(norm), 1e-12)
         with torch.no_grad():
             for w, d in zip(weights, v):
                 w.add_(eps * d)
@@ -187,7 +190,8 @@ class DifferentiableSearch:
 
     def arch_snapshot(self) -> dict:
         """Normalised architecture weights as plain lists, for the per-epoch log and heat map."""
-        snap = {"alpha": self.supernet.op_weights().detach().cpu().tolist()}
+        snap = {"alpha": self.supernet.op_weights().detach().cpu().tolist(),
+                "primitives": list(self.supernet.primitives)}
         ew = self.supernet.edge_weights()
         if ew is not None:
             snap["beta"] = ew.detach().cpu().tolist()

@@ -40,12 +40,34 @@ def _weighted_sum_setup(ctx, inputs, output):
 
 def _weighted_sum_backward(ctx, grad):
     weights, *xs = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        return _weighted_sum_backward_differentiable(ctx, grad, weights, xs)
     if not xs:
         xs = [grad] * ctx.num_xs  # shape placeholders; not read without the weights' gradient
     grads, grad_w = _ops._weighted_sum_backward(grad, xs, weights, ctx.xs_need_grad, ctx.weights_need_grad)
     it = iter(grads)
     grad_xs = [next(it) if need else None for need in ctx.xs_need_grad]
     return grad_xs, (grad_w if ctx.weights_need_grad else None)
+
+
+def _weighted_sum_backward_differentiable(ctx, grad, weights, xs):
+    """The same gradients from differentiable ops, for double backward (create_graph=True)."""
+    shape = (-1,) + (1,) * (grad.dim() - 1)
+    w = weights.to(accumulate_dtype(grad.dtype))
+    grad_xs = [(w[k] if w.dim() == 1 else w[:, k].reshape(shape)).mul(grad).to(grad.dtype) if need else None
+               for k, need in enumerate(ctx.xs_need_grad)]
+    grad_w = None
+    if ctx.weights_need_grad:
+        dims = tuple(range(grad.dim())) if weights.dim() == 1 else tuple(range(1, grad.dim()))
+        grad_w = torch.stack([(grad.to(w.dtype) * x.to(w.dtype)).sum(dims) for x in xs], dim=-1).to(weights.dtype)
+    return grad_xs, grad_w
+
+
+def _not_twice_differentiable(name):
+    if torch.is_grad_enabled():
+        raise NotImplementedError(
+            f"pynas.ops.{name} has no double backward (create_graph=True); use its *_reference "
+            "for higher-order gradients")
 
 
 torch.library.register_autograd("pynas::weighted_sum", _weighted_sum_backward, setup_context=_weighted_sum_setup)
@@ -76,6 +98,7 @@ def _partial_channel_mix_setup(ctx, inputs, output):
 
 
 def _partial_channel_mix_backward(ctx, grad):
+    _not_twice_differentiable("partial_channel_mix")
     weights, *ys = ctx.saved_tensors
     if not ys:
         # Shape placeholders; the ys are read only for the weights' gradient.
@@ -185,6 +208,7 @@ def _grouped_batch_norm_setup(ctx, inputs, output):
 
 
 def _grouped_batch_norm_backward(ctx, grad_out, _grad_mean, _grad_invstd):
+    _not_twice_differentiable("grouped_batch_norm")
     x, groups, weight, mean, invstd = ctx.saved_tensors
     grad_x, grad_w, grad_b = _ops._grouped_batch_norm_backward(
         grad_out, x, groups, ctx.num_groups, weight, mean, invstd, ctx.batch_stats, ctx.mask

@@ -1,0 +1,1 @@
+"""Implementations of the ``pynas`` subcommands (the CLI module only parses flags)."""

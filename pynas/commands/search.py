@@ -1,0 +1,98 @@
+"""``pynas search``: a cell search from a resolved configuration into a run dir.
+
+The run dir receives the resolved ``config.yaml``, ``metrics.jsonl`` (and
+TensorBoard events when installed), ``checkpoint.pt`` (resumable),
+``genotype.json``, ``result.json`` and pictures of the cell and of the
+architecture weights over the epochs.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pynas.algorithms import ALGORITHMS, create_algorithm
+from pynas.config import CONFIG_DIR, load_yaml, merge, save_yaml
+from pynas.data import DeviceLoader, create_dataset, split
+from pynas.spaces import create_space
+from pynas.training.search import SearchRunner, write_json
+
+from .common import resolve_device, seed_everything
+
+
+def default_config() -> dict:
+    return load_yaml(CONFIG_DIR / "search.yaml")
+
+
+def resolve(config: dict) -> dict:
+    """Fill the algorithm's paper defaults for what the config leaves open."""
+    cfg = merge(default_config(), config)
+    defaults = getattr(ALGORITHMS.get(cfg["algo"]), "defaults", {})
+    if cfg.get("batch_size") is None:
+        cfg["batch_size"] = defaults.get("batch_size", 64)
+    if cfg.get("epochs") is None and "epochs" in defaults and cfg["algo"] != "ftso":
+        cfg["epochs"] = defaults["epochs"]
+    return cfg
+
+
+def run_search(config: dict, *, out_dir: Path, progress: bool = True) -> dict:
+    cfg = resolve(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(out_dir / "config.yaml", cfg)
+    seed_everything(cfg["seed"])
+    device = resolve_device(cfg["device"])
+
+    t0 = time.perf_counter()
+    data = create_dataset(cfg["dataset"], root=cfg.get("data"), split="train", subset=cfg.get("subset"),
+                          seed=cfg["seed"], device=device)
+    train_part, valid_part = split(data, valid_fraction=cfg["valid_fraction"], seed=cfg["seed"])
+    batch = cfg["batch_size"]
+    train_loader = DeviceLoader(train_part, batch_size=batch, augment=bool(cfg["augment"]), drop_last=True,
+                                seed=cfg["seed"])
+    valid_loader = DeviceLoader(valid_part, batch_size=batch, augment=bool(cfg["augment"]), drop_last=True,
+                                seed=cfg["seed"] + 1)
+    load_seconds = time.perf_counter() - t0
+
+    space = create_space(cfg["space"])
+    kwargs: dict[str, Any] = dict(cfg.get("algorithm") or {})
+    if cfg.get("epochs") is not None:
+        kwargs.setdefault("epochs", cfg["epochs"])
+    algorithm = create_algorithm(cfg["algo"], space=space, num_classes=data.num_classes,
+                                 in_channels=data.image_shape[0], amp=cfg["amp"], seed=cfg["seed"], **kwargs)
+    algorithm.supernet.to(device)
+    runner = SearchRunner(algorithm=algorithm, train_loader=train_loader, valid_loader=valid_loader, out_dir=out_dir,
+                          checkpoint_every=cfg["checkpoint_every"], max_steps_per_epoch=cfg.get("max_steps_per_epoch"),
+                          progress=progress)
+    resumed = runner.resume()
+    outcome = runner.run()
+    genotype = algorithm.genotype()
+    genotype.save(out_dir / "genotype.json")
+    result = {
+        "space": cfg["space"], "algo": cfg["algo"], "dataset": cfg["dataset"], "genotype": str(genotype),
+        "search_seconds": outcome["search_seconds"], "data_seconds": load_seconds,
+        "seconds_per_epoch": outcome["search_seconds"] / max(len(outcome["history"]), 1),
+        "epochs": outcome["history"], "resumed": resumed, "device": str(device),
+    }
+    write_json(out_dir / "result.json", result)
+    if cfg.get("pictures", True):
+        result["pictures"] = _draw(out_dir, genotype, space)
+        write_json(out_dir / "result.json", result)
+    return result
+
+
+def _draw(out_dir: Path, genotype, space) -> list[str]:
+    """The found cell and the architecture weights over the epochs (needs matplotlib)."""
+    try:
+        from pynas.viz import draw_cell, plot_arch_weights, read_history
+    except ImportError as err:  # pictures are optional output
+        return [f"skipped: {err}"]
+    paths = [str(draw_cell(genotype, out_dir / "cell.png"))]
+    history = read_history(out_dir / "metrics.jsonl")
+    if history:
+        # FTSO's stages search different op sets: plot the epochs of the last stage.
+        primitives = history[-1].get("primitives", list(space.primitives))
+        history = [h for h in history if h.get("primitives", list(space.primitives)) == primitives]
+        paths.append(str(plot_arch_weights(history, out_dir / "arch_weights.png", primitives=primitives,
+                                           edges=space.edges)))
+    return paths

@@ -1,0 +1,70 @@
+"""Device-aware timing: CUDA events on a GPU, perf_counter on the CPU.
+
+Every timed call takes the next of several input sets in turn, so a small
+case cannot run from a cache that a real training step would have evicted.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn: Callable[[Any], Any], arg_sets: Sequence[Any], device: torch.device,
+              warmup: int = 2, repeats: int = 10) -> float:
+    """Median milliseconds of ``fn(arg_sets[i % len(arg_sets)])`` over ``repeats`` calls.
+
+    Warm-up visits every input set at least once: a compiled function that
+    specialises on shapes (path ops give each set its own bucket sizes)
+    recompiles there, not inside the timed calls.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    n = len(arg_sets)
+    for i in range(max(warmup, n)):
+        fn(arg_sets[i % n])
+    synchronize(device)
+    if device.type == "cuda":
+        # One event pair per call: the GPU time between them includes any
+        # host-side stalls (launch overhead, synchronisations) the call causes.
+        events = []
+        for i in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(arg_sets[i % n])
+            end.record()
+            events.append((start, end))
+        synchronize(device)
+        times = [start.elapsed_time(end) for start, end in events]
+    else:
+        times = []
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            fn(arg_sets[i % n])
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def copy_bandwidth_gbps(device: torch.device, nbytes: int | None = None, repeats: int = 10) -> float:
+    """Copy bandwidth of the device in GB/s (1e9 bytes): bytes read + written over time.
+
+    Copies into a preallocated tensor rather than timing a fresh ``clone``:
+    on the CPU a fresh buffer this large comes straight from the OS and each
+    clone would mostly time page faults (about 3x slower here), while on a
+    GPU the caching allocator makes the two identical.
+    """
+    if nbytes is None:
+        # Larger than any cache (H100 L2: 50 MB; recent Xeon L3: up to ~500 MB).
+        nbytes = 1 << 30
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda _: dst.copy_(src), [None], device, warmup=2, repeats=repeats)
+    return 2 * src.nbytes / (ms * 1e-3) / 1e9
