@@ -6,7 +6,7 @@ TORCH_PIN ?= torch==2.13.0
 CUDA_ARCHS ?= 80;90
 PYTEST_ARGS ?=
 
-.PHONY: all deps install test demo bench check-cuda clean
+.PHONY: all deps install test demo fashion-mnist bench check-cuda clean
 
 all: install
 
@@ -20,15 +20,20 @@ install: deps
 	$(PYTHON) -m pip install -q --no-build-isolation -e .
 	@$(PYTHON) -c "import pynas; print('pynas', pynas.build_info())"
 
-test: install
+test: install fashion-mnist
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
-# Until the search issue lands, the main job is the op benchmark (quick preset).
-demo: install
-	$(PYTHON) -m bench.ops --preset quick
+# The main job: FTSO on Fashion-MNIST (CPU), then a short training of the found cell.
+demo: install fashion-mnist
+	$(PYTHON) -m pynas.cli demo --out runs/demo
+
+fashion-mnist:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
 
 bench: install
 	$(PYTHON) -m bench.ops
+	$(PYTHON) -m bench.supernet
 
 # Compile every CUDA kernel with nvcc alone (no GPU, no CUDA torch needed) for
 # sm_80 and sm_90, and syntax-check the C++ glue against torch's headers.
