@@ -7,7 +7,7 @@ Python loop over edges.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -41,3 +41,27 @@ class NodeSoftmax(nn.Module):
     def forward(self, logits: Tensor) -> Tensor:
         padded = logits[..., self.table].masked_fill(~self.valid, float("-inf"))
         return padded.softmax(-1).flatten(-2)[..., self.back]
+
+
+class ArchitectureMixin:
+    """Architecture-parameter access shared by the cell supernets.
+
+    Expects ``alpha`` (op logits, last dim = ops), ``beta`` (edge logits or
+    None), ``search_ops`` and, with ``beta``, a ``node_softmax``.
+    """
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        params = [self.alpha] if self.search_ops else []
+        return params + ([self.beta] if self.beta is not None else [])
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in (self.alpha, self.beta) if p is not None}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def op_weights(self) -> Tensor:
+        """Softmax over the ops of every edge (of every cell type) in one call."""
+        return self.alpha.softmax(-1)
+
+    def edge_weights(self) -> Optional[Tensor]:
+        """PC-DARTS edge normalisation: softmax over each node's incoming edges."""
+        return self.node_softmax(self.beta) if self.beta is not None else None

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from pynas import ops
 from pynas.spaces.darts_ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, search_op
 
-from .arch_weights import NodeSoftmax
+from .arch_weights import ArchitectureMixin, NodeSoftmax
 
 
 def cell_edges(steps: int) -> list[tuple[int, int]]:
@@ -110,7 +110,7 @@ class MixedCell(nn.Module):
         return ops.partial_channel_mix(ys, weights, bypass, self.partial_channels)
 
 
-class DartsSupernet(nn.Module):
+class DartsSupernet(ArchitectureMixin, nn.Module):
     """DARTS search network: stem, ``layers`` mixed cells (reductions at 1/3 and 2/3), classifier.
 
     Defaults are DARTS's CIFAR-10 search settings (C=16, 8 layers, 4 steps,
@@ -186,23 +186,6 @@ class DartsSupernet(nn.Module):
             self.node_softmax = NodeSoftmax(node_edges, num_edges)
         else:
             self.register_parameter("beta", None)
-
-    # -- architecture ----------------------------------------------------
-    def arch_parameters(self) -> list[nn.Parameter]:
-        params = [self.alpha] if self.search_ops else []
-        return params + ([self.beta] if self.beta is not None else [])
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in (self.alpha, self.beta) if p is not None}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def op_weights(self) -> Tensor:
-        """Softmax over ops of every edge of both cell types: ``[2, E, len(primitives)]``."""
-        return self.alpha.softmax(-1)
-
-    def edge_weights(self) -> Optional[Tensor]:
-        """PC-DARTS edge normalisation: softmax over each node's incoming edges, ``[2, E]``."""
-        return self.node_softmax(self.beta) if self.beta is not None else None
 
     # -- forward -----------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:

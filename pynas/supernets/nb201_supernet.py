@@ -17,7 +17,7 @@ from pynas import ops
 from pynas.spaces.genotypes import NB201_EDGES
 from pynas.spaces.nb201_ops import PRIMITIVES, ResNetBasicBlock, nb201_op
 
-from .arch_weights import NodeSoftmax
+from .arch_weights import ArchitectureMixin, NodeSoftmax
 
 
 class NB201MixedCell(nn.Module):
@@ -66,7 +66,7 @@ class NB201MixedCell(nn.Module):
         return ops.partial_channel_mix(ys, weights, x, self.partial_channels)
 
 
-class NB201Supernet(nn.Module):
+class NB201Supernet(ArchitectureMixin, nn.Module):
     """Skeleton: stem, 3 stages of N mixed cells (C, 2C, 4C), residual reductions, BN-ReLU, pool, linear.
 
     Architecture parameters: ``alpha`` ``[6, len(primitives)]`` (one cell shared
@@ -123,19 +123,6 @@ class NB201Supernet(nn.Module):
             self.node_softmax = NodeSoftmax(node_edges, num_edges)
         else:
             self.register_parameter("beta", None)
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return ([self.alpha] if self.search_ops else []) + ([self.beta] if self.beta is not None else [])
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in (self.alpha, self.beta) if p is not None}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def op_weights(self) -> Tensor:
-        return self.alpha.softmax(-1)
-
-    def edge_weights(self) -> Optional[Tensor]:
-        return self.node_softmax(self.beta) if self.beta is not None else None
 
     def forward(self, x: Tensor) -> Tensor:
         op_w = self.op_weights()[..., self.op_columns]
