@@ -121,3 +121,10 @@ class TestBadInput:
     def test_combine_residual_shape(self):
         with pytest.raises(ValueError, match="residual must have shape"):
             ops.path_combine([torch.randn(1, 2), torch.randn(1, 2)], torch.tensor([0, 1]), torch.randn(2, 3))
+
+
+def test_combine_without_residual_backward():
+    ys = [torch.randn(2, 3, requires_grad=True), torch.randn(1, 3, requires_grad=True)]
+    choices = torch.tensor([1, 0, 0])
+    ops.path_combine(ys, choices).sum().backward()
+    assert torch.equal(ys[0].grad, torch.ones(2, 3)) and torch.equal(ys[1].grad, torch.ones(1, 3))

@@ -165,12 +165,16 @@ def _path_combine_setup(ctx, inputs, output):
     ctx.save_for_backward(choices)
     ctx.num_ys = len(ys)
     ctx.ys_need_grad = any(y.requires_grad for y in ys)
+    ctx.has_residual = residual is not None
     ctx.residual_need_grad = residual is not None and residual.requires_grad
 
 
 def _path_combine_backward(ctx, grad):
     (choices,) = ctx.saved_tensors
     grad_ys = _ops.path_dispatch(grad, choices, ctx.num_ys) if ctx.ys_need_grad else None
+    # Autograd counts an omitted optional tensor as no input at all.
+    if not ctx.has_residual:
+        return grad_ys, None
     return grad_ys, None, (grad if ctx.residual_need_grad else None)
 
 
