@@ -18,7 +18,7 @@ memory comes from how the cell is evaluated:
   call; a node is ``sum(beta_j * edge_j(h_j))``; op and edge softmaxes are
   recomputed for every cell, the edge softmax one node slice at a time.
 
-Written for timing and for the equivalence tests, not for training.
+Used by the supernet benchmark (:mod:`pynas.perf.supernet`) and its equivalence tests.
 """
 from __future__ import annotations
 
