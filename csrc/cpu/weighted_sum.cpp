@@ -117,16 +117,10 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> weighted_sum_backward_cpu(const 
                                                                           const at::Tensor& weights,
                                                                           c10::List<bool> xs_need_grad,
                                                                           bool weights_need_grad) {
-  check_same_inputs(xs_in, "xs");
+  const WeightedSumBackwardInputs in = check_weighted_sum_backward(grad_in, xs_in, weights, xs_need_grad);
   const int64_t k_count = static_cast<int64_t>(xs_in.size());
-  TORCH_CHECK_VALUE(static_cast<int64_t>(xs_need_grad.size()) == k_count, "xs_need_grad must have ", k_count,
-                    " entries, got ", xs_need_grad.size());
-  TORCH_CHECK_VALUE(grad_in.sizes() == xs_in[0].sizes(), "grad must have shape ", xs_in[0].sizes(), ", got ",
-                    grad_in.sizes());
-  const at::Tensor w = checked_weights(weights, k_count, xs_in[0], "xs[0]");
-  std::vector<at::Tensor> all(xs_in.begin(), xs_in.end());
-  all.insert(all.begin(), grad_in.to(xs_in[0].scalar_type()));
-  std::vector<at::Tensor> laid = to_common_layout(all);
+  const at::Tensor& w = in.weights;
+  const std::vector<at::Tensor>& laid = in.grad_and_xs;
   const at::Tensor grad = laid[0];
 
   std::vector<at::Tensor> grads_x;

@@ -49,6 +49,24 @@ at::Tensor checked_weights(const at::Tensor& weights, int64_t k, const at::Tenso
   return weights.to(accumulate_type(like.scalar_type())).contiguous();
 }
 
+WeightedSumBackwardInputs check_weighted_sum_backward(const at::Tensor& grad, at::TensorList xs,
+                                                      const at::Tensor& weights, const c10::List<bool>& xs_need_grad) {
+  check_same_inputs(xs, "xs");
+  const int64_t k_count = static_cast<int64_t>(xs.size());
+  TORCH_CHECK_VALUE(static_cast<int64_t>(xs_need_grad.size()) == k_count, "xs_need_grad must have ", k_count,
+                    " entries, got ", xs_need_grad.size());
+  TORCH_CHECK_TYPE(grad.defined(), "grad is undefined");
+  TORCH_CHECK_VALUE(grad.sizes() == xs[0].sizes(), "grad must have shape ", xs[0].sizes(), ", got ", grad.sizes());
+  TORCH_CHECK_VALUE(grad.device() == xs[0].device(), "grad is on ", grad.device(), " but xs are on ",
+                    xs[0].device());
+  WeightedSumBackwardInputs in;
+  in.weights = checked_weights(weights, k_count, xs[0], "xs[0]");
+  std::vector<at::Tensor> all(xs.begin(), xs.end());
+  all.insert(all.begin(), grad.to(xs[0].scalar_type()));
+  in.grad_and_xs = to_common_layout(all);
+  return in;
+}
+
 bool is_batch_major_dense(const at::Tensor& t) {
   if (!t.is_non_overlapping_and_dense()) return false;
   if (t.dim() == 0 || t.size(0) <= 1 || t.numel() == 0) return true;

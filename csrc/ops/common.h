@@ -20,6 +20,16 @@ void check_same_inputs(at::TensorList xs, const char* name);
 // the accumulate dtype of `value_dtype`, contiguous.
 at::Tensor checked_weights(const at::Tensor& weights, int64_t k, const at::Tensor& like, const char* like_name);
 
+// Checks the arguments of _weighted_sum_backward (both backends) and returns
+// the weights in the accumulate dtype, plus grad and the xs laid out alike
+// (grad first).
+struct WeightedSumBackwardInputs {
+  at::Tensor weights;
+  std::vector<at::Tensor> grad_and_xs;
+};
+WeightedSumBackwardInputs check_weighted_sum_backward(const at::Tensor& grad, at::TensorList xs,
+                                                      const at::Tensor& weights, const c10::List<bool>& xs_need_grad);
+
 // Whether t is dense (no gaps, no overlap) with dimension 0 outermost, so
 // that sample i is the block [i * numel / N, (i + 1) * numel / N).
 bool is_batch_major_dense(const at::Tensor& t);

@@ -31,6 +31,7 @@ from torch import Tensor
 import pynas.ops as P
 
 from . import results, timing
+from .args import choices_list, positive_int
 
 OPS = ("weighted_sum", "partial_channel_mix", "path_dispatch", "path_combine", "grouped_batch_norm")
 MODES = ("fwd", "fwd+bwd")
@@ -381,36 +382,15 @@ def evaluate_targets(rows: list[dict], device: torch.device) -> list[tuple[str, 
 
 
 # ------------------------------------------------------------------ CLI
-def _choices_list(valid):
-    def parse(text):
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        bad = [t for t in items if t not in valid]
-        if bad or not items:
-            what = f"unknown {bad[0]!r}" if bad else "empty list"
-            raise argparse.ArgumentTypeError(f"{what}; choose a comma-separated list of {', '.join(valid)}")
-        return list(dict.fromkeys(items))
-    return parse
-
-
-def _positive(text):
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return n
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.ops", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=list(PRESETS), help="case set (default: gpu on CUDA, cpu otherwise)")
-    p.add_argument("--ops", type=_choices_list(OPS), default=list(OPS), help="comma-separated ops (default: all)")
-    p.add_argument("--dtype", type=_choices_list(list(DTYPES)), default=["float32"],
+    p.add_argument("--ops", type=choices_list(OPS), default=list(OPS), help="comma-separated ops (default: all)")
+    p.add_argument("--dtype", type=choices_list(list(DTYPES)), default=["float32"],
                    help="comma-separated dtypes (default: float32)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--results-dir", default="bench/results", help="where <device>.json is appended")
-    p.add_argument("--repeats", type=_positive, help="timed calls per measurement (default: per preset)")
+    p.add_argument("--repeats", type=positive_int, help="timed calls per measurement (default: per preset)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
     p.add_argument("--compile-all", action="store_true", help="compile every case, even where the preset skips it")
     p.add_argument("--check-targets", action="store_true", help="exit with 1 when a target fails")

@@ -46,6 +46,7 @@ from pynas.spaces import create_space
 from pynas.supernets.factory import build_supernet
 
 from . import results, timing
+from .args import choices_list, positive_int
 from .reference_supernets import ReferenceDartsSupernet
 
 CASES = ("darts-1st", "darts-2nd", "pc-darts")
@@ -393,32 +394,14 @@ def info_lines(rows: list[dict]) -> list[str]:
 
 
 # ------------------------------------------------------------------ CLI
-def _case_list(text):
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if t not in CASES]
-    if bad or not items:
-        what = f"unknown {bad[0]!r}" if bad else "empty list"
-        raise argparse.ArgumentTypeError(f"{what}; choose a comma-separated list of {', '.join(CASES)}")
-    return list(dict.fromkeys(items))
-
-
-def _positive(text):
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return n
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.supernet", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", choices=list(PRESETS), help="sizes (default: gpu on CUDA, cpu otherwise)")
-    p.add_argument("--cases", type=_case_list, default=list(CASES), help="comma-separated cases (default: all)")
+    p.add_argument("--cases", type=choices_list(list(CASES)), default=list(CASES),
+                   help="comma-separated cases (default: all)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--results-dir", default="bench/results", help="where <device>.json is appended")
-    p.add_argument("--repeats", type=_positive, help="timed steps per implementation (default: per preset)")
+    p.add_argument("--repeats", type=positive_int, help="timed steps per implementation (default: per preset)")
     compile_group = p.add_mutually_exclusive_group()
     compile_group.add_argument("--compile", dest="compile", action="store_true", default=None,
                                help="time torch.compile even where the preset skips it")
