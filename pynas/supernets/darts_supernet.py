@@ -10,7 +10,11 @@ Differences from the papers' code are in how the same function is computed:
 * the op softmax of every edge of both cell types, and PC-DARTS's edge
   softmax, are one batched call per forward (:mod:`.arch_weights`);
 * PC-DARTS's partial-channel edge (Xu et al., ICLR 2020, Sec. 3.2) is one
-  ``partial_channel_mix`` call (mix, bypass, concat and channel shuffle).
+  ``partial_channel_mix`` call (mix, bypass, concat and channel shuffle);
+* every conv op starts with ReLU of its input, so ReLU(state) is computed
+  once per state and shared by all the conv ops of all edges reading it
+  (up to 16 per state): same values, one activation kept for backward
+  instead of one per op.
 
 The same class serves DARTS (``partial_channels=1``), PC-DARTS
 (``partial_channels=K``, ``edge_normalization=True``), FTSO's topology search
@@ -25,9 +29,26 @@ import torch
 from torch import Tensor, nn
 
 from pynas import ops
-from pynas.spaces.darts_ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, search_op
+from pynas.spaces.darts_ops import PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, search_op
 
 from .arch_weights import ArchitectureMixin, NodeSoftmax
+
+
+def starts_with_relu(op: nn.Module) -> bool:
+    """DARTS's conv ops (dil_conv: ReLU-conv-conv-BN; sep_conv: two such blocks) open with a ReLU."""
+    return (isinstance(op, DilConv) and isinstance(op[0], nn.ReLU)) or (
+        isinstance(op, SepConv) and isinstance(op[0], DilConv) and isinstance(op[0][0], nn.ReLU))
+
+
+def run_after_leading_relu(op: nn.Module, relu_x: Tensor) -> Tensor:
+    """``op(x)`` given ``relu(x)``, for an op where :func:`starts_with_relu` holds."""
+    blocks = [op] if isinstance(op, DilConv) else list(op)
+    for i, block in enumerate(blocks):
+        for k, module in enumerate(block):
+            if i == 0 and k == 0:
+                continue  # the leading ReLU, already applied
+            relu_x = module(relu_x)
+    return relu_x
 
 
 def cell_edges(steps: int) -> list[tuple[int, int]]:
@@ -80,6 +101,7 @@ class MixedCell(nn.Module):
             if partial_channels > 1 and stride == 2:
                 # PC-DARTS max-pools the bypassed channels of a stride-2 edge.
                 self.bypass_pool[str(e)] = nn.MaxPool2d(2, 2)
+        self.shares_relu = {key: [starts_with_relu(op) for op in ops] for key, ops in self.edge_ops.items()}
         self.node_edges = [[e for e, (n, _) in enumerate(self.edges) if n == node and e in active]
                            for node in range(steps)]
         for node, edges in enumerate(self.node_edges):
@@ -89,23 +111,38 @@ class MixedCell(nn.Module):
     def forward(self, s0: Tensor, s1: Tensor, op_weights: Tensor, edge_weights: Optional[Tensor]) -> Tensor:
         """``op_weights``: ``[E, P]`` over the computed ops; ``edge_weights``: ``[E]`` or None."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        relu_of: dict[int, Tensor] = {}  # state index -> ReLU of its (partial) channels, computed once
         for node in range(self.steps):
             edges = self.node_edges[node]
             if self.partial_channels == 1:
-                outs = [op(states[self.edges[e][1]]) for e in edges for op in self.edge_ops[str(e)]]
+                outs = [out for e in edges for out in self._edge_outputs(e, states, relu_of)]
                 w = op_weights[edges]
                 if edge_weights is not None:
                     w = w * edge_weights[edges].unsqueeze(1)
                 states.append(ops.weighted_sum(outs, w.reshape(-1)))
             else:
-                mixed = [self._partial_edge(e, states[self.edges[e][1]], op_weights[e]) for e in edges]
+                mixed = [self._partial_edge(e, states, relu_of, op_weights[e]) for e in edges]
                 w = edge_weights[edges] if edge_weights is not None else op_weights.new_ones(len(edges))
                 states.append(ops.weighted_sum(mixed, w))
         return torch.cat(states[-self.multiplier:], dim=1)
 
-    def _partial_edge(self, e: int, x: Tensor, weights: Tensor) -> Tensor:
-        part = x[:, : x.shape[1] // self.partial_channels]
-        ys = [op(part) for op in self.edge_ops[str(e)]]
+    def _edge_outputs(self, e: int, states: list[Tensor], relu_of: dict[int, Tensor]) -> list[Tensor]:
+        j = self.edges[e][1]
+        x = states[j]
+        outs = []
+        part = x[:, : x.shape[1] // self.partial_channels] if self.partial_channels > 1 else x
+        for op, shares_relu in zip(self.edge_ops[str(e)], self.shares_relu[str(e)]):
+            if shares_relu:
+                if j not in relu_of:
+                    relu_of[j] = torch.relu(part)
+                outs.append(run_after_leading_relu(op, relu_of[j]))
+            else:
+                outs.append(op(part))
+        return outs
+
+    def _partial_edge(self, e: int, states: list[Tensor], relu_of: dict[int, Tensor], weights: Tensor) -> Tensor:
+        x = states[self.edges[e][1]]
+        ys = self._edge_outputs(e, states, relu_of)
         bypass = self.bypass_pool[str(e)](x) if str(e) in self.bypass_pool else x
         return ops.partial_channel_mix(ys, weights, bypass, self.partial_channels)
 
