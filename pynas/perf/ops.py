@@ -441,13 +441,7 @@ def main(argv=None) -> int:
         print(f"[{i}/{total}] {case.op} {case.describe()} {str(dtype).removeprefix('torch.')}: "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
-    print()
-    print(format_table(rows))
-    for note in notes:
-        print(f"note: {note}")
-    if rows:
-        path = results.append_records(args.results_dir, dev_name, rows)
-        print(f"appended {len(rows)} records to {path}")
+    results.report(format_table(rows), notes, args.results_dir, dev_name, rows)
     targets = evaluate_targets(rows, device)
     for line, _ in targets:
         print(line)

@@ -80,3 +80,14 @@ def append_records(results_dir: str | os.PathLike, device: str, records: list[di
         os.unlink(tmp)
         raise
     return path
+
+
+def report(table: str, notes: list[str], results_dir: str | os.PathLike, device: str, records: list[dict]) -> None:
+    """Print a benchmark's table and notes, then append its records (the tail every benchmark shares)."""
+    print()
+    print(table)
+    for note in notes:
+        print(f"note: {note}")
+    if records:
+        path = append_records(results_dir, device, records)
+        print(f"appended {len(records)} records to {path}")

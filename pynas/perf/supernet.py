@@ -466,13 +466,7 @@ def main(argv=None) -> int:
         if "compile" in measured:
             notes.append(f"{case}: compile's first step took {measured['compile']['first_step_ms'] / 1e3:.1f} s")
 
-    print()
-    print(format_table(rows))
-    for note in notes:
-        print(f"note: {note}")
-    if rows:
-        path = results.append_records(args.results_dir, dev_name, rows)
-        print(f"appended {len(rows)} records to {path}")
+    results.report(format_table(rows), notes, args.results_dir, dev_name, rows)
     targets = evaluate_targets(rows, device)
     for line, _ in targets:
         print(line)
