@@ -42,13 +42,18 @@ def safe_filename(name: str) -> str:
 
 
 def git_commit() -> str:
-    """Short commit of the checkout pynas runs from, or ``"unknown"``."""
+    """Short commit of the checkout pynas runs from, ``+dirty`` when its code differs from that
+    commit (results files aside), or ``"unknown"``."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT, capture_output=True,
                              text=True, timeout=10)
+        if out.returncode != 0 or not out.stdout.strip():
+            return "unknown"
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "pynas", "csrc", "bench", "setup.py",
+                                  ":(exclude)bench/results"], cwd=_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    return out.stdout.strip() + ("+dirty" if changed.returncode == 0 and changed.stdout.strip() else "")
 
 
 def now_iso() -> str:

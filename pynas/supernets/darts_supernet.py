@@ -11,10 +11,12 @@ Differences from the papers' code are in how the same function is computed:
   softmax, are one batched call per forward (:mod:`.arch_weights`);
 * PC-DARTS's partial-channel edge (Xu et al., ICLR 2020, Sec. 3.2) is one
   ``partial_channel_mix`` call (mix, bypass, concat and channel shuffle);
-* every conv op starts with ReLU of its input, so ReLU(state) is computed
-  once per state and shared by all the conv ops of all edges reading it
-  (up to 16 per state): same values, one activation kept for backward
-  instead of one per op.
+* the cell runs state by state: as soon as a state exists, every candidate
+  op of every edge reading it runs stacked along the channel axis
+  (:mod:`.edge_batch`: one depthwise, one grouped pointwise conv and one BN
+  per op for up to 4 edges; pools and affine-free BNs, identical on every
+  edge, computed once), and ReLU(state), which every conv op opens with, is
+  computed once for all of them: same values, a fraction of the calls.
 
 The same class serves DARTS (``partial_channels=1``), PC-DARTS
 (``partial_channels=K``, ``edge_normalization=True``), FTSO's topology search
@@ -29,26 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from pynas import ops
-from pynas.spaces.darts_ops import PRIMITIVES, DilConv, FactorizedReduce, ReLUConvBN, SepConv, search_op
+from pynas.spaces.darts_ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, search_op
 
 from .arch_weights import ArchitectureMixin, NodeSoftmax
-
-
-def starts_with_relu(op: nn.Module) -> bool:
-    """DARTS's conv ops (dil_conv: ReLU-conv-conv-BN; sep_conv: two such blocks) open with a ReLU."""
-    return (isinstance(op, DilConv) and isinstance(op[0], nn.ReLU)) or (
-        isinstance(op, SepConv) and isinstance(op[0], DilConv) and isinstance(op[0][0], nn.ReLU))
-
-
-def run_after_leading_relu(op: nn.Module, relu_x: Tensor) -> Tensor:
-    """``op(x)`` given ``relu(x)``, for an op where :func:`starts_with_relu` holds."""
-    blocks = [op] if isinstance(op, DilConv) else list(op)
-    for i, block in enumerate(blocks):
-        for k, module in enumerate(block):
-            if i == 0 and k == 0:
-                continue  # the leading ReLU, already applied
-            relu_x = module(relu_x)
-    return relu_x
+from .edge_batch import needs_relu, run_op_group
 
 
 def cell_edges(steps: int) -> list[tuple[int, int]]:
@@ -101,51 +87,57 @@ class MixedCell(nn.Module):
             if partial_channels > 1 and stride == 2:
                 # PC-DARTS max-pools the bypassed channels of a stride-2 edge.
                 self.bypass_pool[str(e)] = nn.MaxPool2d(2, 2)
-        self.shares_relu = {key: [starts_with_relu(op) for op in ops] for key, ops in self.edge_ops.items()}
         self.node_edges = [[e for e, (n, _) in enumerate(self.edges) if n == node and e in active]
                            for node in range(steps)]
         for node, edges in enumerate(self.node_edges):
             if not edges:
                 raise ValueError(f"node {node} has no active incoming edge")
+        # The active edges reading each state, and per op column their modules (plain lists of
+        # references: the modules are registered once, in edge_ops).
+        self.state_edges = [[e for e, (_, j) in enumerate(self.edges) if j == state and str(e) in self.edge_ops]
+                            for state in range(steps + 2)]
+        self.state_op_columns = [[[self.edge_ops[str(e)][p] for e in edges] for p in range(len(computed))] if edges
+                                 else [] for edges in self.state_edges]
+        self.relu_needed = [any(needs_relu(mods[0]) for mods in columns) for columns in self.state_op_columns]
 
     def forward(self, s0: Tensor, s1: Tensor, op_weights: Tensor, edge_weights: Optional[Tensor]) -> Tensor:
         """``op_weights``: ``[E, P]`` over the computed ops; ``edge_weights``: ``[E]`` or None."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        relu_of: dict[int, Tensor] = {}  # state index -> ReLU of its (partial) channels, computed once
+        edge_outs: dict[int, list[Tensor]] = {}  # edge -> its op outputs, in op-column order
+        bypass: dict[int, Tensor] = {}  # PC-DARTS: edge -> the tensor its bypassed channels come from
+        self._run_state(0, states[0], edge_outs, bypass)
+        self._run_state(1, states[1], edge_outs, bypass)
         for node in range(self.steps):
             edges = self.node_edges[node]
             if self.partial_channels == 1:
-                outs = [out for e in edges for out in self._edge_outputs(e, states, relu_of)]
                 w = op_weights[edges]
                 if edge_weights is not None:
                     w = w * edge_weights[edges].unsqueeze(1)
-                states.append(ops.weighted_sum(outs, w.reshape(-1)))
+                state = ops.weighted_sum([out for e in edges for out in edge_outs.pop(e)], w.reshape(-1))
             else:
-                mixed = [self._partial_edge(e, states, relu_of, op_weights[e]) for e in edges]
+                mixed = [ops.partial_channel_mix(edge_outs.pop(e), op_weights[e], bypass.pop(e), self.partial_channels)
+                         for e in edges]
                 w = edge_weights[edges] if edge_weights is not None else op_weights.new_ones(len(edges))
-                states.append(ops.weighted_sum(mixed, w))
+                state = ops.weighted_sum(mixed, w)
+            states.append(state)
+            self._run_state(node + 2, state, edge_outs, bypass)
         return torch.cat(states[-self.multiplier:], dim=1)
 
-    def _edge_outputs(self, e: int, states: list[Tensor], relu_of: dict[int, Tensor]) -> list[Tensor]:
-        j = self.edges[e][1]
-        x = states[j]
-        outs = []
+    def _run_state(self, j: int, x: Tensor, edge_outs: dict, bypass: dict) -> None:
+        """Every candidate op of every active edge reading state ``j``, stacked over the edges."""
+        edges = self.state_edges[j]
+        if not edges:
+            return
         part = x[:, : x.shape[1] // self.partial_channels] if self.partial_channels > 1 else x
-        for op, shares_relu in zip(self.edge_ops[str(e)], self.shares_relu[str(e)]):
-            if shares_relu:
-                if j not in relu_of:
-                    relu_of[j] = torch.relu(part)
-                outs.append(run_after_leading_relu(op, relu_of[j]))
-            else:
-                outs.append(op(part))
-        return outs
-
-    def _partial_edge(self, e: int, states: list[Tensor], relu_of: dict[int, Tensor], weights: Tensor) -> Tensor:
-        x = states[self.edges[e][1]]
-        ys = self._edge_outputs(e, states, relu_of)
-        bypass = self.bypass_pool[str(e)](x) if str(e) in self.bypass_pool else x
-        return ops.partial_channel_mix(ys, weights, bypass, self.partial_channels)
-
+        relu_part = torch.relu(part) if self.relu_needed[j] else None
+        columns = [run_op_group(mods, part, relu_part) for mods in self.state_op_columns[j]]
+        for i, e in enumerate(edges):
+            edge_outs[e] = [outs[i] for outs in columns]
+        if self.partial_channels > 1:
+            # PC-DARTS max-pools the bypassed channels of a stride-2 edge; the pool has no weights,
+            # so the edges reading one state share it.
+            pooled = self.bypass_pool[str(edges[0])](x) if str(edges[0]) in self.bypass_pool else x
+            bypass.update((e, pooled) for e in edges)
 
 class DartsSupernet(ArchitectureMixin, nn.Module):
     """DARTS search network: stem, ``layers`` mixed cells (reductions at 1/3 and 2/3), classifier.
