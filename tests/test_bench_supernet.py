@@ -18,6 +18,7 @@ CONFIGS = {
     "darts": dict(),
     "pc-darts": dict(partial_channels=4, edge_normalization=True),
     "pc-darts-k2": dict(partial_channels=2, edge_normalization=True),
+    "pc-darts-imagenet-stem": dict(partial_channels=4, edge_normalization=True, stem="imagenet"),
 }
 
 
@@ -39,7 +40,8 @@ def _grads(net):
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_reference_matches_ours(name):
     ours, ref = _pair(CONFIGS[name])
-    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    size = 64 if CONFIGS[name].get("stem") == "imagenet" else 16
+    x = torch.randn(4, 3, size, size, dtype=torch.float64)
     y = torch.randint(0, 10, (4,))
     out_ours, out_ref = ours(x), ref(x)
     torch.testing.assert_close(out_ref, out_ours, rtol=1e-10, atol=1e-10)

@@ -132,6 +132,11 @@ def test_bad_algorithm_arguments():
         create_algorithm("nope", space=create_space("darts"), num_classes=10)
     with pytest.raises(ValueError, match="operator must be one of"):
         _algo("ftso", "darts", operator="guess")
+    with pytest.raises(ValueError, match="stem must be one of"):
+        _algo("darts", "darts", stem="mnist")
+    # NAS-Bench-201's cells per stage are `layers`, as for DARTS; N is named in the message.
+    with pytest.raises(ValueError, match=r"N \(cells per stage\).*layers"):
+        _algo("darts", "nas-bench-201", N=1)
 
 
 def _tiny_config(tmp_path, **over):
@@ -227,3 +232,17 @@ def test_few_steps_on_real_cifar10(tmp_path, algo, space):
         assert not torch.allclose(weights, uniform, atol=1e-6), "architecture weights never moved"
     genotype = load_genotype(tmp_path / "run" / "genotype.json")
     assert str(genotype) == result["genotype"]
+
+
+def test_imagenet_stem_supernet_downsamples_8x_before_the_cells():
+    from pynas.spaces.darts_ops import FactorizedReduce
+
+    algo = _algo("pc-darts", "darts", stem="imagenet")
+    net = algo.supernet
+    s0, s1 = net.stem_states(torch.randn(2, 3, 64, 64))
+    assert s0.shape[-1] == 16 and s1.shape[-1] == 8
+    assert isinstance(net.cells[0].preprocess0, FactorizedReduce)  # s0 is twice s1's size
+    x, y = torch.randn(4, 3, 64, 64), torch.randint(0, 10, (4,))
+    before = net.alpha.detach().clone()
+    algo.step((x, y), (x, y))
+    assert not torch.equal(before, net.alpha.detach())

@@ -127,7 +127,7 @@ class ReferenceDartsSupernet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         net = self.supernet
-        s0 = s1 = net.stem(x)
+        s0, s1 = net.stem_states(x)
         for cell, ref in zip(net.cells, self._cells):
             kind = 1 if cell.reduction else 0
             weights = F.softmax(net.alpha[kind], dim=-1)

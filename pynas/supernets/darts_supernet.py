@@ -139,11 +139,17 @@ class MixedCell(nn.Module):
             pooled = self.bypass_pool[str(edges[0])](x) if str(edges[0]) in self.bypass_pool else x
             bypass.update((e, pooled) for e in edges)
 
+STEMS = ("cifar", "imagenet")
+
+
 class DartsSupernet(ArchitectureMixin, nn.Module):
     """DARTS search network: stem, ``layers`` mixed cells (reductions at 1/3 and 2/3), classifier.
 
     Defaults are DARTS's CIFAR-10 search settings (C=16, 8 layers, 4 steps,
-    multiplier 4, stem multiplier 3). Architecture parameters: ``alpha``
+    multiplier 4, stem multiplier 3). ``stem="imagenet"`` is the stem of
+    PC-DARTS's direct ImageNet search (Xu et al., ICLR 2020; the authors'
+    ``model_search_imagenet.py``): three stride-2 3x3 convs, so cells start
+    at 1/8 of the input size. Architecture parameters: ``alpha``
     ``[2, E, len(primitives)]`` (normal, reduce), initialised to 1e-3 * N(0, 1)
     as in DARTS, and with ``edge_normalization`` PC-DARTS's ``beta`` ``[2, E]``.
     """
@@ -158,6 +164,7 @@ class DartsSupernet(ArchitectureMixin, nn.Module):
         steps: int = 4,
         multiplier: int = 4,
         stem_multiplier: int = 3,
+        stem: str = "cifar",
         primitives: Sequence[str] = PRIMITIVES,
         partial_channels: int = 1,
         edge_normalization: bool = False,
@@ -185,11 +192,28 @@ class DartsSupernet(ArchitectureMixin, nn.Module):
         active_edges = active_edges or {}
         self.reduction_layers = {layers // 3, 2 * layers // 3} if layers >= 3 else set()
 
-        C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        self.stem_kind = stem
+        if stem == "cifar":
+            C_curr = stem_multiplier * C
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(C_curr))
+            reduction_prev = False
+        else:
+            # PC-DARTS's ImageNet search network (its model_search_imagenet.py): two stride-2 convs give
+            # s0 at 1/4 of the input, one more gives s1 at 1/8, so the first cell reduces s0.
+            if C % 2:
+                raise ValueError(f"the imagenet stem needs an even C, got {C}")
+            C_curr = C
+            self.stem0 = nn.Sequential(
+                nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2),
+                nn.ReLU(inplace=False), nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+            self.stem1 = nn.Sequential(nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+                                       nn.BatchNorm2d(C))
+            reduction_prev = True
         C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
-        reduction_prev = False
         for i in range(layers):
             reduction = i in self.reduction_layers
             if reduction:
@@ -217,10 +241,18 @@ class DartsSupernet(ArchitectureMixin, nn.Module):
             self.register_parameter("beta", None)
 
     # -- forward -----------------------------------------------------------
+    def stem_states(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The two input states of the first cell."""
+        if self.stem_kind == "cifar":
+            s = self.stem(x)
+            return s, s
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
+
     def forward(self, x: Tensor) -> Tensor:
         op_w = self.op_weights()[..., self.op_columns]
         edge_w = self.edge_weights()
-        s0 = s1 = self.stem(x)
+        s0, s1 = self.stem_states(x)
         for cell in self.cells:
             kind = 1 if cell.reduction else 0
             s0, s1 = s1, cell(s0, s1, op_w[kind], None if edge_w is None else edge_w[kind])

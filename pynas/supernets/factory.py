@@ -19,6 +19,9 @@ def build_supernet(space: Any, *, num_classes: int, in_channels: int, C: int, la
         return DartsSupernet(C=C, layers=layers, num_classes=num_classes, in_channels=in_channels,
                              steps=space.steps, multiplier=space.multiplier, generator=generator, **options)
     if isinstance(space, NB201CellSpace):
+        if "N" in options:
+            raise ValueError("N (cells per stage) of the NAS-Bench-201 supernet is given as layers "
+                             "(algorithm.layers), not N")
         options.setdefault("primitives", space.primitives)
         return NB201Supernet(C=C, N=layers, num_classes=num_classes, in_channels=in_channels, generator=generator,
                              **options)
