@@ -139,6 +139,7 @@ class MixedCell(nn.Module):
             pooled = self.bypass_pool[str(edges[0])](x) if str(edges[0]) in self.bypass_pool else x
             bypass.update((e, pooled) for e in edges)
 
+
 STEMS = ("cifar", "imagenet")
 
 
