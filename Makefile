@@ -16,9 +16,20 @@ deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_PIN)"
 	@$(PYTHON) -c "import numpy, yaml, pytest, scipy" 2>/dev/null || $(PYTHON) -m pip install -q numpy pyyaml pytest scipy
 
+# The extension is rebuilt only when its sources changed, or when the installed pynas is not this
+# checkout's or does not import (a new torch, `make clean`): a rebuild takes minutes on 2 cores.
+PYNAS_STAMP := build/.pynas-installed
+PYNAS_SOURCES := $(shell find csrc -type f 2>/dev/null) setup.py pyproject.toml
+
 install: deps
-	$(PYTHON) -m pip install -q --no-build-isolation -e .
+	@cd / && $(PYTHON) -c "import os, sys, pynas; here = os.path.realpath('$(CURDIR)') + os.sep; \
+		sys.exit(0 if os.path.realpath(pynas.__file__).startswith(here) else 1)" 2>/dev/null || rm -f $(PYNAS_STAMP)
+	@$(MAKE) --no-print-directory $(PYNAS_STAMP)
 	@$(PYTHON) -c "import pynas; print('pynas', pynas.build_info())"
+
+$(PYNAS_STAMP): $(PYNAS_SOURCES)
+	$(PYTHON) -m pip install -q --no-build-isolation -e .
+	@mkdir -p build && touch $@
 
 test: install fashion-mnist
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
