@@ -75,7 +75,8 @@ def _check_record(r):
     assert not missing, f"missing {missing} in {r}"
     base, ours = bench.IMPLS[r["kind"]]
     assert r["bench"] == "paths" and r["case"] in bench.CASES and r["case"].endswith(r["kind"])
-    assert r["impl"] in (base, ours) and r["baseline"] == base
+    extra = (bench.SAME_FORMAT,) if r["kind"] == "eval" else ()
+    assert r["impl"] in (base, ours, *extra) and r["baseline"] == base
     assert r["torch"] == torch.__version__ and r["device"] and r["commit"] and r["preset"] == "quick"
     cfg = r["config"]
     assert cfg["reduced"] is True and cfg["space"] == bench.SPACES[r["case"].split("-")[0]]
@@ -88,6 +89,9 @@ def _check_record(r):
         assert r["paths"] == (1 if r["kind"] == "step" else 3 if r["case"].startswith("macro") else 4)
     if r["impl"] == ours:
         assert r["speedup"] > 0
+        if r["kind"] == "eval":  # on a CPU the batched evaluation runs channels-last: the loop was timed so too
+            assert r["settings"]["memory_format"] == "channels_last" and r["settings"]["strategy"] == "trie"
+            assert r["speedup_same_format"] > 0
     else:
         assert r["speedup"] is None
     d = r["max_diff"]
@@ -107,14 +111,18 @@ def test_quick_preset_writes_complete_records(tmp_path, capsys):
     for r in records:
         _check_record(r)
     spaces = _available()
-    expected = {(f"{s}-eval", impl, p) for s in spaces for impl in bench.IMPLS["eval"] for p in QUICK.paths}
+    eval_impls = (*bench.IMPLS["eval"], bench.SAME_FORMAT)
+    expected = {(f"{s}-eval", impl, p) for s in spaces for impl in eval_impls for p in QUICK.paths}
     expected |= {(f"{s}-{k}", impl, None) for s in spaces for k in ("step", "fair") for impl in bench.IMPLS[k]}
     assert {(r["case"], r["impl"], r["paths"] if r["kind"] == "eval" else None) for r in records} == expected
     for s in spaces:
         assert f"TARGET cpu {s} evaluation of {max(QUICK.paths)} paths" in out
         assert f"TARGET cpu {s} single-path step" in out and f"INFO {s} FairNAS" in out
     agree = [line for line in out.splitlines() if line.startswith("AGREE")]
-    assert len(agree) == len(expected) // 2 and all(line.endswith("PASS") for line in agree), agree
+    compared = len(spaces) * (len(QUICK.paths) + 2)  # each eval P, the step and the FairNAS step
+    assert len(agree) == compared and all(line.endswith("PASS") for line in agree), agree
+    assert sum("same memory format (channels_last)" in line for line in out.splitlines()) == len(spaces) * len(
+        QUICK.paths)
     for s in set(bench.SPACES) - set(spaces):  # a space still being written: skipped, and said so
         assert f"note: {s}-eval: skipped" in out
 

@@ -90,16 +90,18 @@ def test_per_row_paths_route_each_row_to_its_sub_supernet():
             torch.testing.assert_close(out[i], fs(x[i:i + 1], path)[0], rtol=1e-5, atol=1e-5)
 
 
-def test_evaluate_paths_on_few_shot_equals_the_sequential_loop():
+@pytest.mark.parametrize("strategy", ["passes", "trie"])
+def test_evaluate_paths_on_few_shot_equals_the_sequential_loop(strategy):
     fs = diverged()
     paths = fs.space.all_paths()[torch.tensor([8, 0, 4, 5, 1, 3, 7, 2, 6])]
     data = [batch(20 + i) for i in range(3)]
-    batched = evaluate_paths(fs, paths, data, recalibrate_batches=2, paths_per_pass=4)
+    batched = evaluate_paths(fs, paths, data, recalibrate_batches=2, paths_per_pass=4, strategy=strategy)
     sequential = evaluate_paths_sequential(fs, paths, data, recalibrate_batches=2)
+    assert batched.settings["strategy"] == strategy
     torch.testing.assert_close(batched.loss, sequential.loss, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(batched.accuracy, sequential.accuracy)
     for bn in ("batch", "running"):
-        a = evaluate_paths(fs, paths, data, bn=bn, recalibrate_batches=0, paths_per_pass=5)
+        a = evaluate_paths(fs, paths, data, bn=bn, recalibrate_batches=0, paths_per_pass=5, strategy=strategy)
         b = evaluate_paths_sequential(fs, paths, data, bn=bn, recalibrate_batches=0)
         torch.testing.assert_close(a.loss, b.loss, rtol=1e-5, atol=1e-5)
 

@@ -118,6 +118,23 @@ def test_batched_rows_equal_each_path_alone():
     check_batched_rows(NB201PathSpace(C=4, N=1, input_size=8), 8, [[0] * 6, [3] * 6])
 
 
+def test_path_evaluation_strategies_on_the_cell_supernet():
+    # Not a chain (every cell repeats the path): "auto" evaluates in passes, "trie" is refused clearly.
+    from pynas.evaluation import evaluate_paths, evaluate_paths_sequential
+
+    space = NB201PathSpace(C=4, N=1, input_size=8)
+    supernet = space.build_supernet()
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 10, (6,), generator=g)) for _ in range(2)]
+    paths = [[0] * 6, [3] * 6, [2, 3, 1, 0, 4, 2]]
+    auto = evaluate_paths(supernet, paths, data, recalibrate_batches=1)
+    assert auto.settings["strategy"] == "passes"
+    loop = evaluate_paths_sequential(supernet, paths, data, recalibrate_batches=1)
+    torch.testing.assert_close(auto.loss, loop.loss, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="strategy='trie' needs a chain supernet"):
+        evaluate_paths(supernet, paths, data, recalibrate_batches=1, strategy="trie")
+
+
 def test_bad_input_is_rejected_clearly():
     space = NB201PathSpace(C=4, N=1, input_size=8)
     supernet = space.build_supernet()

@@ -76,29 +76,145 @@ def test_per_row_paths_equal_each_path_alone(supernet):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("strategy", ["passes", "trie"])
 @pytest.mark.parametrize("bn", ["recalibrate", "batch", "running"])
 @pytest.mark.parametrize("momentum", [None, 0.3])
-def test_batched_evaluation_equals_sequential(supernet, bn, momentum):
+def test_batched_evaluation_equals_sequential(supernet, strategy, bn, momentum):
     data = batches(3)
     recal = batches(4, seed=1)
-    paths = ToySpace().sample(11, generator=torch.Generator().manual_seed(0))
+    # Duplicated paths included: they share a whole trie branch.
+    paths = torch.cat([ToySpace().sample(11, generator=torch.Generator().manual_seed(0))] * 2)[:13]
     kwargs = dict(recalibrate_batches=4 if bn == "recalibrate" else 0, recalibrate_data=recal, bn=bn,
                   momentum=momentum)
-    batched = evaluate_paths(supernet, paths, data, paths_per_pass=4, **kwargs)
+    batched = evaluate_paths(supernet, paths, data, paths_per_pass=4, strategy=strategy, **kwargs)
     one_by_one = evaluate_paths_sequential(supernet, paths, data, **kwargs)
+    assert batched.settings["strategy"] == strategy
     torch.testing.assert_close(batched.loss, one_by_one.loss, rtol=1e-5, atol=1e-6)
     assert torch.equal(batched.accuracy, one_by_one.accuracy)
     assert batched.samples == one_by_one.samples == 30
 
 
-def test_evaluation_leaves_supernet_untouched(supernet):
+@pytest.mark.parametrize("bn", ["recalibrate", "batch", "running"])
+def test_trie_batch_by_batch_is_bit_identical_to_the_one_path_loop(supernet, bn):
+    # Same modules, same batches, same order, same layout: not a single bit may differ.
+    data, recal = batches(2), batches(3, seed=1)
+    paths = ToySpace().sample(9, generator=torch.Generator().manual_seed(4))
+    kwargs = dict(recalibrate_batches=3 if bn == "recalibrate" else 0, recalibrate_data=recal, bn=bn)
+    trie = evaluate_paths(supernet, paths, data, strategy="trie", memory_format="preserve", rows_per_call=1, **kwargs)
+    loop = evaluate_paths_sequential(supernet, paths, data, **kwargs)
+    assert torch.equal(trie.loss, loop.loss) and torch.equal(trie.accuracy, loop.accuracy)
+
+
+@pytest.mark.parametrize("memory_format", ["preserve", "channels_last"])
+def test_trie_packed_batches_equal_the_loop(supernet, memory_format):
+    data, recal = batches(2, n=7), batches(3, n=9, seed=1)  # unequal batch sizes in one packed tensor
+    paths = ToySpace().sample(9, generator=torch.Generator().manual_seed(5))
+    kwargs = dict(recalibrate_batches=3, recalibrate_data=recal)
+    trie = evaluate_paths(supernet, paths, data, strategy="trie", memory_format=memory_format, rows_per_call=1000,
+                          **kwargs)
+    loop = evaluate_paths_sequential(supernet, paths, data, **kwargs)
+    assert trie.settings["memory_format"] == memory_format and trie.settings["rows_per_call"] == 1000
+    torch.testing.assert_close(trie.loss, loop.loss, rtol=1e-5, atol=1e-6)
+    assert torch.equal(trie.accuracy, loop.accuracy)
+
+
+class HalveWhileTraining(nn.modules.dropout._DropoutNd):
+    """A dropout-like module (its output depends on the mode) that is deterministic: x / 2 in training."""
+
+    def forward(self, x):
+        return x * 0.5 if self.training else x
+
+
+def test_trie_runs_dropout_stages_batch_by_batch():
+    # A dropout before a batch norm is live while recalibrating and off while evaluating: a stage holding
+    # both kinds of rows in one call cannot give each its mode, so such stages run batch by batch.
+    space = ToySpace()
+    net = space.build_supernet()
+    net.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), HalveWhileTraining(), PathBatchNorm2d(C),
+                             nn.ReLU())
+    data, recal = batches(2), batches(2, seed=1)
+    paths = space.sample(6, generator=torch.Generator().manual_seed(6))
+    kwargs = dict(recalibrate_batches=2, recalibrate_data=recal)
+    trie = evaluate_paths(net, paths, data, strategy="trie", **kwargs)
+    loop = evaluate_paths_sequential(net, paths, data, **kwargs)
+    torch.testing.assert_close(trie.loss, loop.loss, rtol=1e-5, atol=1e-6)
+
+
+def test_trie_under_bf16_autocast_is_close_to_the_loop(supernet):
+    data, recal = batches(2), batches(2, seed=1)
+    paths = ToySpace().sample(5, generator=torch.Generator().manual_seed(7))
+    kwargs = dict(recalibrate_batches=2, recalibrate_data=recal, amp="bf16")
+    trie = evaluate_paths(supernet, paths, data, strategy="trie", **kwargs)
+    loop = evaluate_paths_sequential(supernet, paths, data, **kwargs)
+    torch.testing.assert_close(trie.loss, loop.loss, rtol=0, atol=5e-2)
+
+
+def test_trie_memory_guard(supernet, monkeypatch):
+    import pynas.evaluation.paths as paths_module
+
+    monkeypatch.setattr(paths_module, "_memory_budget", lambda device: 1)
+    data = batches(1)
+    paths = [[0, 1, 0, 1, 0], [1, 1, 1, 1, 1]]
+    with pytest.raises(MemoryError, match="budget"):
+        evaluate_paths(supernet, paths, data, recalibrate_batches=1, strategy="trie")
+    with pytest.warns(RuntimeWarning, match="strategy='passes'"):
+        result = evaluate_paths(supernet, paths, data, recalibrate_batches=1)
+    assert result.settings["strategy"] == "passes"
+    loop = evaluate_paths_sequential(supernet, paths, data, recalibrate_batches=1)
+    torch.testing.assert_close(result.loss, loop.loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("momentum", [None, 0.25])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_slices_normalise_each_batch_like_batch_norm_alone(momentum, affine):
+    from pynas.supernets.path_batch import batch_slices
+
+    torch.manual_seed(0)
+    ours = PathBatchNorm2d(5, momentum=momentum, affine=affine)
+    if affine:
+        nn.init.normal_(ours.weight), nn.init.normal_(ours.bias)
+    ref = copy.deepcopy(ours)
+    parts = [torch.randn(n, 5, 3, 3) * 2 + 1 for n in (4, 6, 3, 2)]
+    training = (True, True, False, False)
+    with torch.no_grad(), batch_slices([p.shape[0] for p in parts], training):
+        out = ours(torch.cat(parts).contiguous(memory_format=torch.channels_last))
+    expected = []
+    with torch.no_grad():
+        for part, train in zip(parts, training):
+            ref.train(train)
+            expected.append(ref(part))
+    torch.testing.assert_close(out, torch.cat(expected), rtol=1e-5, atol=1e-6)
+    for name, buf in ref.named_buffers():
+        torch.testing.assert_close(getattr(ours, name), buf, rtol=1e-6, atol=1e-7, msg=name)
+    with pytest.raises(RuntimeError, match="cover 3 rows"), batch_slices([3], [True]):
+        ours(torch.randn(4, 5, 3, 3))
+    with pytest.raises(ValueError, match="more than 1 value"), batch_slices([1, 2], [True, False]):
+        ours(torch.randn(3, 5, 1, 1))
+
+
+def test_evaluation_settings_are_checked(supernet):
+    data = batches(1)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        evaluate_paths(supernet, [[0] * 5], data, recalibrate_batches=1, strategy="fast")
+    with pytest.raises(ValueError, match="memory_format must be one of"):
+        evaluate_paths(supernet, [[0] * 5], data, recalibrate_batches=1, memory_format="nhwc")
+    with pytest.raises(ValueError, match="rows_per_call"):
+        evaluate_paths(supernet, [[0] * 5], data, recalibrate_batches=1, rows_per_call=0)
+    with pytest.raises(ValueError, match="memory_format must be one of"):
+        evaluate_paths_sequential(supernet, [[0] * 5], data, recalibrate_batches=1, memory_format=None)
+
+
+@pytest.mark.parametrize("strategy", ["passes", "trie"])
+def test_evaluation_leaves_supernet_untouched(supernet, strategy):
     before = copy.deepcopy(supernet.state_dict())
     supernet.train()
-    evaluate_paths(supernet, [[0, 0, 0, 0, 0]], batches(1), recalibrate_batches=1)
+    evaluate_paths(supernet, [[0, 0, 0, 0, 0], [1, 0, 1, 2, 0]], batches(1), recalibrate_batches=1,
+                   strategy=strategy)
     evaluate_paths_sequential(supernet, [[0, 0, 0, 0, 0]], batches(1), recalibrate_batches=1)
     after = supernet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert supernet.training
+    assert supernet.training and all(m.training for m in supernet.modules())
+    assert all(m.momentum == 0.1 for m in supernet.modules() if isinstance(m, PathBatchNorm2d))
     assert all(m.path_stats is None for m in supernet.modules() if isinstance(m, PathBatchNorm2d))
 
 

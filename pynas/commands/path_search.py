@@ -33,7 +33,8 @@ from pynas.training.search import SearchRunner, write_json
 from .common import resolve_device, seed_everything
 
 SEARCH_STATE = "search_state.pt"
-EVALUATION_KEYS = ("recalibrate_batches", "eval_batches", "paths_per_pass", "bn", "momentum")
+EVALUATION_KEYS = ("recalibrate_batches", "eval_batches", "bn", "momentum", "strategy", "paths_per_pass",
+                   "rows_per_call", "memory_format")
 
 
 def create_path_space(name: str, *, num_classes: int, in_channels: int, input_size: int, options: dict) -> PathSpace:

@@ -8,12 +8,17 @@ SPOS's ShuffleNetV2 space (``spos``, ``create_space("spos-shufflenetv2")``):
 
 * ``<space>-eval``: score P random paths the way SPOS scores candidates:
   reset the batch norms, recalibrate them on R training batches, evaluate on E
-  batches. ``batched`` is :func:`pynas.evaluation.evaluate_paths` (the batch
-  replicated per path, shared prefixes computed once, per-path batch-norm
-  statistics); ``sequential`` is :func:`pynas.evaluation.evaluate_paths_sequential`
-  (one path at a time, as SPOS's code does). One timed call scores all P paths;
-  both run on the same supernet, paths and batches, and the record gives the
-  largest difference between their accuracies and losses.
+  batches. ``batched`` is :func:`pynas.evaluation.evaluate_paths` with its
+  default strategy (on a CPU the depth-first walk of the paths' prefix trie in
+  channels-last, on a GPU passes of many paths with per-path batch-norm
+  statistics); ``sequential`` is
+  :func:`pynas.evaluation.evaluate_paths_sequential` (one path at a time, as
+  SPOS's code does, inputs as given). One timed call scores all P paths; both
+  run on the same supernet, paths and batches, and the record gives the
+  largest difference between their accuracies and losses. Where the batched
+  evaluation changes the memory format (CPU), ``sequential_same_format`` times
+  the one-path loop in that format too, and ``speedup_same_format`` says how
+  much of the speedup is not the layout.
 * ``<space>-step``: one SGD step of supernet training on one sampled path
   (SPOS): ``ours`` runs ``supernet(x, path)``; ``eager`` runs
   :class:`~pynas.perf.reference_paths.ReferencePathSupernet`, the same weights
@@ -47,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pynas.algorithms.path_sampling import SPOS_DEFAULTS
-from pynas.evaluation import evaluate_paths, evaluate_paths_sequential
+from pynas.evaluation import auto_memory_format, evaluate_paths, evaluate_paths_sequential
 from pynas.spaces import create_space, list_spaces
 
 from . import results, timing
@@ -59,6 +64,8 @@ KINDS = ("eval", "step", "fair")
 CASES = tuple(f"{space}-{kind}" for kind in KINDS for space in SPACES)
 # (baseline, ours) of each kind; speedup = baseline ms / ours ms.
 IMPLS = {"eval": ("sequential", "batched"), "step": ("eager", "ours"), "fair": ("sequential", "batched")}
+# Eval cases: the one-path loop again, in the batched evaluation's memory format (information, no target).
+SAME_FORMAT = "sequential_same_format"
 STEP_SETS = 2  # distinct (batch, paths) sets the timed training steps cycle through (median_ms warms up on each)
 
 
@@ -221,7 +228,12 @@ def run_eval(name: str, cfg: Config, supernet: nn.Module, counts, device, *, rep
     kwargs = dict(recalibrate_batches=cfg.recal_batches, recalibrate_data=recal, eval_batches=cfg.eval_batches)
     funcs = {"sequential": lambda paths: evaluate_paths_sequential(supernet, paths, data, **kwargs),
              "batched": lambda paths: evaluate_paths(supernet, paths, data, paths_per_pass=cfg.paths_per_pass,
-                                                     **kwargs)}
+                                                     **kwargs),
+             SAME_FORMAT: lambda paths: evaluate_paths_sequential(supernet, paths, data, memory_format=fmt, **kwargs)}
+    # The batched evaluation's memory format on this device; when it is not the inputs' own, the one-path
+    # loop is also timed in it, so the records separate the layout's gain from the batching's.
+    fmt = auto_memory_format(device)
+    impls = list(IMPLS["eval"]) + ([SAME_FORMAT] if fmt != "preserve" else [])
     out = {}
     for count in counts:
         paths = supernet.space.sample(count, generator=torch.Generator().manual_seed(count))
@@ -232,14 +244,14 @@ def run_eval(name: str, cfg: Config, supernet: nn.Module, counts, device, *, rep
                 scores[impl] = funcs[impl](paths)  # the last call's scores are compared
             return _timed(call, [None], device, warmup=1, repeats=repeats)
 
-        for impl in IMPLS["eval"]:
+        for impl in impls:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             m = _attempt(f"{name} P={count}: {impl}", notes, lambda: timed(impl))
             if m is not None:
-                measured[impl] = m
+                measured[impl] = dict(m, settings=scores[impl].settings)
         diff = None
-        if len(scores) == 2:
+        if "batched" in scores and "sequential" in scores:
             a, b = scores["batched"], scores["sequential"]
             diff = dict(accuracy=float((a.accuracy - b.accuracy).abs().max()),
                         loss=float((a.loss - b.loss).abs().max()), samples=b.samples)
@@ -290,10 +302,16 @@ def records(name: str, kind: str, cfg: Config, count: int, measured: dict, diff,
     rows = []
     for impl, m in measured.items():
         speedup = measured[base]["ms"] / m["ms"] if impl == ours and base in measured else None
+        same = measured.get(SAME_FORMAT)
+        extra = {}
+        if impl == ours and same is not None:
+            extra["speedup_same_format"] = same["ms"] / m["ms"]
+        if "settings" in m:
+            extra["settings"] = {k: v for k, v in m["settings"].items() if k != "device"}
         rows.append(dict(bench="paths", case=name, kind=kind, impl=impl, baseline=base, paths=count,
                          config=cfg.record(kind), setup=cfg.describe(kind), ms=m["ms"],
                          paths_per_s=count * 1e3 / m["ms"], speedup=speedup, max_diff=diff,
-                         others_cpu_share=m["others_cpu_share"], **meta))
+                         others_cpu_share=m["others_cpu_share"], **extra, **meta))
     return rows
 
 
@@ -390,6 +408,12 @@ def info_lines(rows: list[dict]) -> list[str]:
                        key=lambda r: r["paths"])
         for r in evals[:-1]:
             out.append(f"INFO {space} evaluation of {r['paths']} paths, batched vs sequential: {r['speedup']:.2f}x")
+        for r in evals:
+            if r.get("speedup_same_format") is not None:
+                s = r.get("settings", {})
+                out.append(f"INFO {space} evaluation of {r['paths']} paths, batched ({s.get('strategy')}) vs the "
+                           f"one-path loop in the same memory format ({s.get('memory_format')}): "
+                           f"{r['speedup_same_format']:.2f}x")
         for r in rows:
             if r["case"] == f"{space}-fair" and r["speedup"] is not None:
                 out.append(f"INFO {space} FairNAS {r['paths']}-path step, batched vs sequential: "

@@ -29,7 +29,7 @@ keeps every sub-supernet a drop-in supernet of the space (the space's
 from __future__ import annotations
 
 import copy
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -109,6 +109,12 @@ class FewShotSupernet(SinglePathSupernet):
                 outputs.append(self.subnets[k].forward_columns(x.index_select(0, rows.to(x.device)), sub_columns))
             order.append(rows)
         return _unpermute(torch.cat(outputs), torch.cat(order))
+
+    def partition_paths(self, paths: Tensor) -> List[Tuple[SinglePathSupernet, Tensor]]:
+        """``[(sub-supernet, indices of the rows of paths it evaluates)]``, sub-supernets in order."""
+        paths = self.space.check_paths(paths)
+        split = paths[:, self.split_layer]
+        return [(self.subnets[k], (split == k).nonzero().flatten()) for k in torch.unique(split).tolist()]
 
     def forward_paths(self, x: Tensor, paths: Tensor, *, num_groups: Optional[int] = None) -> Tensor:
         """Logits ``[P, N, classes]``: each sub-supernet runs its paths, results back in ``paths`` order.

@@ -12,12 +12,20 @@ behaves exactly like ``nn.BatchNorm2d`` otherwise.
 Per-path running statistics (for batch-norm recalibration, as SPOS evaluates
 each path) live in :class:`PathStatistics` buffers that
 :func:`begin_path_statistics` attaches and :func:`end_path_statistics` removes.
+
+:func:`batch_slices` is the other way to put several batches in one tensor:
+consecutive row ranges that are separate batches of one path, each
+normalised as ``nn.BatchNorm2d`` would normalise it alone, in training mode
+(its own statistics, folded into the running ones) or eval mode (the running
+statistics as the earlier slices left them). Recalibration batches followed
+by evaluation batches then run through a module in one call
+(:mod:`pynas.evaluation.prefix_trie`).
 """
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +36,7 @@ from pynas.ops import grouped_batch_norm
 __all__ = [
     "PathBatchNorm2d",
     "path_batch",
+    "batch_slices",
     "current_groups",
     "routed_groups",
     "convert_to_path_batch_norm",
@@ -57,6 +66,25 @@ def path_batch(row_paths: Tensor, num_paths: int) -> Iterator[None]:
         yield
     finally:
         stack.pop()
+
+
+@contextmanager
+def batch_slices(sizes: Sequence[int], training: Sequence[bool]) -> Iterator[None]:
+    """Rows of the tensors flowing through are consecutive batches of ``sizes`` rows; batch i is
+    normalised in training mode when ``training[i]``, else in eval mode (see the module docstring)."""
+    sizes, training = tuple(int(n) for n in sizes), tuple(bool(t) for t in training)
+    if len(sizes) != len(training) or not sizes or min(sizes) < 1:
+        raise ValueError(f"sizes must be positive batch sizes with one training flag each, got {sizes} {training}")
+    previous = getattr(_local, "slices", None)
+    _local.slices = (sizes, training)
+    try:
+        yield
+    finally:
+        _local.slices = previous
+
+
+def current_slices() -> Optional[Tuple[Tuple[int, ...], Tuple[bool, ...]]]:
+    return getattr(_local, "slices", None)
 
 
 def current_groups() -> Optional[tuple[Tensor, int]]:
@@ -116,6 +144,9 @@ class PathBatchNorm2d(nn.BatchNorm2d):
         object.__setattr__(self, "path_stats", None)
 
     def forward(self, x: Tensor) -> Tensor:
+        slices = current_slices()
+        if slices is not None:
+            return self._forward_slices(x, *slices)
         groups = current_groups()
         if groups is None:
             return super().forward(x)
@@ -135,6 +166,53 @@ class PathBatchNorm2d(nn.BatchNorm2d):
             return grouped_batch_norm(x, rows, num_paths, self.weight, self.bias, eps=self.eps, training=True)
         # Eval mode with the shared running statistics: the same for every path.
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+    def _forward_slices(self, x: Tensor, sizes: Tuple[int, ...], training: Tuple[bool, ...]) -> Tensor:
+        """Each slice as ``nn.BatchNorm2d.forward`` would treat it alone, in its mode, in order."""
+        if sum(sizes) != x.shape[0]:
+            raise RuntimeError(f"batch slices cover {sum(sizes)} rows but the batch norm input has {x.shape[0]}")
+        if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled(x.device.type):
+            # Mixed precision: nn.BatchNorm2d per slice (autocast decides the dtypes), then one concatenation.
+            was_training, parts = self.training, []
+            try:
+                for part, train in zip(x.split(list(sizes)), training):
+                    self.train(train)
+                    parts.append(super().forward(part))
+            finally:
+                self.train(was_training)
+            return torch.cat(parts)
+        fmt = torch.channels_last if (x.dim() == 4 and not x.is_contiguous()
+                                      and x.is_contiguous(memory_format=torch.channels_last)) else torch.contiguous_format
+        x = x.contiguous(memory_format=fmt)
+        out = torch.empty_like(x, memory_format=fmt)
+        stat_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        save_mean = x.new_empty(x.shape[1], dtype=stat_dtype)
+        save_invstd = x.new_empty(x.shape[1], dtype=stat_dtype)
+        start, i = 0, 0
+        while i < len(sizes):
+            train = training[i] or not self.track_running_stats
+            stop, j = start + sizes[i], i + 1
+            if not train:  # consecutive eval-mode slices read the same statistics: one call
+                while j < len(sizes) and not training[j]:
+                    stop, j = stop + sizes[j], j + 1
+            rows = slice(start, stop)
+            if train:
+                self._check_input_dim(x[rows])
+                if x[rows].numel() // x.shape[1] <= 1:
+                    raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                                     f"{list(x[rows].shape)}")
+            factor = 0.0
+            if train and self.track_running_stats:
+                # nn.BatchNorm2d's update: count the batch, cumulative average when momentum is None.
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            torch.ops.aten.native_batch_norm.out(
+                x[rows], self.weight, self.bias, self.running_mean if self.track_running_stats else None,
+                self.running_var if self.track_running_stats else None, train, factor, self.eps,
+                out=out[rows], save_mean=save_mean, save_invstd=save_invstd)
+            start, i = stop, j
+        return out
 
 
 def convert_to_path_batch_norm(module: nn.Module) -> nn.Module:

@@ -9,7 +9,7 @@ chain of the SPOS, GreedyNAS and NAS-Bench-Macro spaces.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -123,6 +123,15 @@ class ChainSupernet(SinglePathSupernet):
         if space is not None and count != len(space.layer_choices):
             raise ValueError(f"{count} choice layers for a space of {len(space.layer_choices)} layers")
         convert_to_path_batch_norm(self)
+
+    def prefix_stages(self) -> List[Tuple[nn.Module, int]]:
+        """The chain as ``(module, layer)`` stages: the stem, each block, the head.
+
+        ``layer`` is the path entry that picks one of a ChoiceLayer's candidates,
+        -1 for a fixed stage. :func:`pynas.evaluation.evaluate_paths` walks the
+        trie of the paths' prefixes over these stages.
+        """
+        return [(self.stem, -1), *zip(self.blocks, self._choice_index), (self.head, -1)]
 
     def forward_columns(self, x: Tensor, columns: List[Column]) -> Tensor:
         x = self.stem(x)
