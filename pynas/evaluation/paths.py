@@ -64,7 +64,9 @@ BN_POLICIES = ("recalibrate", "batch", "running")
 STRATEGIES = ("auto", "trie", "passes")
 MEMORY_FORMATS = ("auto", "preserve", "channels_last")
 DEFAULT_PATHS_PER_PASS = {"cpu": 8, "cuda": 32}
-DEFAULT_ROWS_PER_CALL = {"cpu": 128, "cuda": 1024}
+DEFAULT_ROWS_PER_CALL = {"cpu": 256, "cuda": 1024}
+# On a CPU, rows_per_call=None also caps a packed tensor by its stem output: 6 MiB (see evaluate_paths).
+CPU_PACK_BYTES = 6 << 20
 _AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 Batch = Tuple[Tensor, Tensor]
@@ -261,9 +263,12 @@ def evaluate_paths(
             only 1.3x, because large passes leave the caches while small ones still share most
             prefixes (paths are sorted).
         rows_per_call: the ``"trie"`` strategy packs consecutive recalibration and evaluation batches
-            into tensors of up to this many rows, each run through a stage in one call. None: 128 on a
-            CPU (2-core AMD EPYC, SPOS ShuffleNetV2 at 64x64, three batches of 32 packed: 1.12x the
-            batch-by-batch walk; NAS-Bench-Macro: no change), 1024 on a GPU.
+            into tensors of up to this many rows, each run through a stage in one call. None: 1024 on a
+            GPU; on a CPU 256, and a packed tensor's stem output at most 6 MiB, since packing only pays
+            while a stage's activations stay in the caches. That bound is a heuristic set from two
+            measurements on a 2-core AMD EPYC: three batches of 32 packed ran SPOS ShuffleNetV2 at
+            64x64 (64 KiB of stem output per image: 6 MiB packed) 1.12x faster than batch by batch,
+            and NAS-Bench-Macro (128 KiB per image, 12 MiB packed) 1.3x slower per image.
         memory_format: ``"auto"``, ``"preserve"`` or ``"channels_last"`` (image batches).
 
     The ``"trie"`` strategy holds R + E batches of activations for every stage of one root-to-leaf
@@ -276,6 +281,7 @@ def evaluate_paths(
     asked = strategy
     strategy, parts = _strategy(strategy, supernet, paths, device)
     rows_per_call = _count(rows_per_call, "rows_per_call", allow_none=True, minimum=1)
+    pack_bytes = CPU_PACK_BYTES if rows_per_call is None and device.type == "cpu" else None
     if rows_per_call is None:
         rows_per_call = DEFAULT_ROWS_PER_CALL.get(device.type, 1024)
     start = time.perf_counter()
@@ -283,8 +289,9 @@ def evaluate_paths(
         try:
             correct, loss_sum, samples = _score_trie(parts, paths, eval_data, recal_data, supernet=supernet, bn=bn,
                                                      momentum=momentum, amp=amp, device=device,
-                                                     rows_per_call=rows_per_call)
-            settings.update(strategy="trie", paths_per_pass=None, rows_per_call=rows_per_call)
+                                                     rows_per_call=rows_per_call, pack_bytes=pack_bytes)
+            settings.update(strategy="trie", paths_per_pass=None, rows_per_call=rows_per_call,
+                            pack_bytes=pack_bytes)
         except TrieMemoryError as err:
             if asked == "trie":
                 raise
@@ -313,14 +320,15 @@ def _memory_budget(device: torch.device) -> Optional[int]:
 
 
 def _score_trie(parts, paths: Tensor, eval_data: List[Batch], recal_data: List[Batch], *, supernet: nn.Module,
-                bn: str, momentum: Optional[float], amp: str, device: torch.device, rows_per_call: int):
+                bn: str, momentum: Optional[float], amp: str, device: torch.device, rows_per_call: int,
+                pack_bytes: Optional[int]):
     correct = torch.zeros(paths.shape[0], dtype=torch.float64)
     loss_sum = torch.zeros(paths.shape[0], dtype=torch.float64)
     samples = 0
     with _batch_norms_restored(supernet):
         for stages, index in parts:
             c, s, samples = score_chain_paths(stages, paths[index], [x for x, _ in recal_data], eval_data, bn=bn,
-                                              momentum=momentum, rows_per_call=rows_per_call,
+                                              momentum=momentum, rows_per_call=rows_per_call, pack_bytes=pack_bytes,
                                               memory_budget=_memory_budget(device),
                                               autocast=lambda: _autocast(amp, device))
             correct[index] = torch.tensor(c, dtype=torch.float64)

@@ -57,7 +57,22 @@ def chain_parts(supernet: nn.Module, paths: Tensor) -> Optional[List[Tuple[List[
     return [(list(stages), torch.arange(paths.shape[0]))]
 
 
-_MODE_DEPENDENT = (nn.modules.dropout._DropoutNd,)
+def _dropout_by_slice(module: nn.Module, inputs: tuple, output: Tensor):
+    """Forward hook of a dropout in a packed stage (run in eval mode): drop in the batches that the
+    one-path loop runs in training mode, as it would; leave the others."""
+    from pynas.supernets.path_batch import current_slices
+
+    slices = current_slices()
+    if slices is None or not any(slices[1]):
+        return None
+    parts = []
+    module.train()
+    try:
+        for part, train in zip(inputs[0].split(list(slices[0])), slices[1]):
+            parts.append(module.forward(part) if train else part)
+    finally:
+        module.eval()
+    return torch.cat(parts)
 
 
 class TrieMemoryError(MemoryError):
@@ -74,21 +89,33 @@ class _Chunk:
         self.num_recal = num_recal  # its first num_recal batches are recalibration batches
 
 
-def _chunks(recal_inputs: List[Tensor], eval_inputs: List[Tensor], rows_per_call: int, recal_training: bool,
-            eval_training: bool) -> List[_Chunk]:
-    """The batches in order (recalibration first), packed into tensors of at most ``rows_per_call`` rows."""
-    batches = [(x, recal_training, True) for x in recal_inputs] + [(x, eval_training, False) for x in eval_inputs]
+def _pack(batches: List[Tuple[Tensor, bool, bool]], rows_per_call: int, pack_bytes: Optional[int]) -> List[_Chunk]:
+    """``(rows, training, is_recalibration)`` batches, in order, packed into tensors of at most
+    ``rows_per_call`` rows and (when given) ``pack_bytes`` bytes; a batch over the limits goes alone."""
     groups: List[list] = []
+    rows = size = 0
     for batch in batches:
-        if groups and sum(int(b[0].shape[0]) for b in groups[-1]) + int(batch[0].shape[0]) <= rows_per_call:
+        n, nbytes = int(batch[0].shape[0]), batch[0].numel() * batch[0].element_size()
+        fits = rows + n <= rows_per_call and (pack_bytes is None or size + nbytes <= pack_bytes)
+        if groups and fits:
             groups[-1].append(batch)
+            rows, size = rows + n, size + nbytes
         else:
             groups.append([batch])
+            rows, size = n, nbytes
     out = []
     for group in groups:
-        rows = group[0][0] if len(group) == 1 else torch.cat([b[0] for b in group])
-        out.append(_Chunk(rows, tuple(int(b[0].shape[0]) for b in group), tuple(b[1] for b in group),
+        tensor = group[0][0] if len(group) == 1 else torch.cat([b[0] for b in group])
+        out.append(_Chunk(tensor, tuple(int(b[0].shape[0]) for b in group), tuple(b[1] for b in group),
                           sum(b[2] for b in group)))
+    return out
+
+
+def _unpack(chunks: List[_Chunk]) -> List[Tuple[Tensor, bool, bool]]:
+    out = []
+    for chunk in chunks:
+        for i, (part, train) in enumerate(zip(chunk.rows.split(list(chunk.sizes)), chunk.training)):
+            out.append((part, train, i < chunk.num_recal))
     return out
 
 
@@ -101,6 +128,7 @@ def score_chain_paths(
     bn: str,
     momentum: Optional[float],
     rows_per_call: int,
+    pack_bytes: Optional[int] = None,
     memory_budget: Optional[int] = None,
     autocast: Callable[[], object] = nullcontext,
 ) -> Tuple[List[float], List[float], int]:
@@ -111,11 +139,17 @@ def score_chain_paths(
     on the supernet's device in the memory format to run in.
 
     Batches are packed into tensors of up to ``rows_per_call`` rows (a batch
-    larger than that alone) and each stage runs once per tensor: its
+    larger than that alone) and, when ``pack_bytes`` is given, whose first
+    stage's output stays within that many bytes (the stem runs batch by batch,
+    then its outputs are packed): the first stage's output stands for the
+    activations a stage works on, and packing past the caches costs more than
+    the fewer calls save. Each stage runs once per tensor: its
     :class:`~pynas.supernets.path_batch.PathBatchNorm2d` layers normalise every
     batch of it separately (``batch_slices``). A stage with another kind of
-    batch norm, or with dropout (whose mode differs between recalibration and
-    evaluation rows), runs batch by batch instead.
+    batch norm runs batch by batch instead. Dropout in a packed stage drops
+    in the batches the loop runs in training mode only (a forward hook); any
+    other module must compute the same in both modes (true of the spaces'
+    modules; ``rows_per_call=1`` turns packing off for one that does not).
 
     The walk holds one stage output (all R + E batches) per stage of the
     current chain. ``memory_budget`` (bytes, None: unchecked): after the first
@@ -132,21 +166,20 @@ def score_chain_paths(
     loss_sum = [0.0] * len(rows)
     samples = sum(int(y.shape[0]) for _, y in eval_batches)
     last = len(stages) - 1
-    facts: Dict[int, Tuple[list, bool]] = {}
+    facts: Dict[int, Tuple[list, bool, list]] = {}
 
-    def stage_facts(module: nn.Module) -> Tuple[list, bool]:
-        """(its batch norms, whether packed batches can run through it in one call)."""
+    def stage_facts(module: nn.Module) -> Tuple[list, bool, list]:
+        """(its batch norms, whether packed batches can run through it in one call, its dropouts)."""
         key = id(module)
         if key not in facts:
             subs = list(module.modules())
             norms = [m for m in subs if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            packable = (all(isinstance(m, PathBatchNorm2d) for m in norms)
-                        and not any(isinstance(m, _MODE_DEPENDENT) for m in subs))
-            facts[key] = (norms, packable)
+            dropouts = [m for m in subs if isinstance(m, nn.modules.dropout._DropoutNd)]
+            facts[key] = (norms, all(isinstance(m, PathBatchNorm2d) for m in norms), dropouts)
         return facts[key]
 
     def run(module: nn.Module, chunks: List[_Chunk], is_last: bool) -> List[_Chunk]:
-        norms, packable = stage_facts(module)
+        norms, packable, dropouts = stage_facts(module)
         if bn == "recalibrate":
             for m in norms:
                 m.reset_running_stats()
@@ -162,8 +195,13 @@ def score_chain_paths(
                 sizes, training, num_recal = sizes[num_recal:], training[num_recal:], 0
             if packable:
                 module.eval()
-                with batch_slices(sizes, training), autocast():
-                    y = module(h)
+                hooks = [d.register_forward_hook(_dropout_by_slice) for d in dropouts]
+                try:
+                    with batch_slices(sizes, training), autocast():
+                        y = module(h)
+                finally:
+                    for hook in hooks:
+                        hook.remove()
             else:
                 parts = []
                 for part, train in zip(h.split(list(sizes)), training):
@@ -198,6 +236,8 @@ def score_chain_paths(
             children = [(module.candidates[choice], group) for choice, group in sorted(by_choice.items())]
         for child, group in children:
             out = run(child, chunks, depth == last)
+            if depth == 0 and pack_bytes is not None:
+                out = _pack(_unpack(out), rows_per_call, pack_bytes)
             if depth == 0 and memory_budget is not None:
                 need = len(stages) * sum(c.rows.numel() * c.rows.element_size() for c in out)
                 if need > memory_budget:
@@ -211,6 +251,7 @@ def score_chain_paths(
                 visit(depth + 1, group, out)
 
     if rows:
-        chunks = _chunks(recal_inputs, [x for x, _ in eval_batches], rows_per_call, True, bn == "batch")
+        batches = [(x, True, True) for x in recal_inputs] + [(x, bn == "batch", False) for x, _ in eval_batches]
+        chunks = _pack(batches, 1 if pack_bytes is not None else rows_per_call, None)
         visit(0, list(range(len(rows))), chunks)
     return correct, loss_sum, samples
