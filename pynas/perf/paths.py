@@ -28,7 +28,8 @@ SPOS's ShuffleNetV2 space (``spos``, ``create_space("spos-shufflenetv2")``):
   path): ``batched`` runs ``supernet.forward_paths(x, paths)`` and one
   backward; ``sequential`` runs m forward/backward passes, then the step.
 
-Training steps use SPOS's recipe (SGD, momentum 0.9, weight decay 4e-5,
+The two implementations of a training step are timed in alternation, call
+by call (``timing.interleaved_median_ms``). Training steps use SPOS's recipe (SGD, momentum 0.9, weight decay 4e-5,
 label smoothing 0.1, learning rate 0.5 per 1024 images). The step cases
 compare the losses and the weight updates of one step taken from the same
 weights on the same batch and path(s), dropout off.
@@ -119,10 +120,11 @@ PRESETS = {
     "gpu": Preset({"macro": Config("nasbench-macro", 32, 10, 200, 20, 5, 256),
                    "spos": Config("spos-shufflenetv2", 224, 1000, 200, 20, 5, 256)}, (8, 32, 128), 2, 3, 10),
     # The same networks (SPOS's at 64x64 with 10 classes), batch 32, R=2, E=1, one timed evaluation
-    # (each P=128 one is 384 forward passes per implementation and lasts seconds): about 3 minutes on
-    # 2 quiet cores (estimated from single-pass timings).
+    # (each P=128 one is 384 forward passes per implementation and lasts seconds); 11 training steps
+    # per implementation, since single steps vary by +-20% on 2 shared cores. About 13 minutes in all
+    # on 2 cores (AMD EPYC).
     "cpu": Preset({"macro": Config("nasbench-macro", 32, 10, 32, 2, 1, 32, reduced=True),
-                   "spos": Config("spos-shufflenetv2", 64, 10, 32, 2, 1, 32, reduced=True)}, (8, 32, 128), 1, 2, 5),
+                   "spos": Config("spos-shufflenetv2", 64, 10, 32, 2, 1, 32, reduced=True)}, (8, 32, 128), 1, 2, 11),
     # For the tests: narrow networks, tiny batches, seconds.
     "quick": Preset({"macro": Config("nasbench-macro", 16, 10, 4, 2, 1, 4, dict(init_channels=8, head_channels=32),
                                      reduced=True),
@@ -266,13 +268,13 @@ def run_step(name: str, kind: str, cfg: Config, supernet: nn.Module, device, *, 
     sets = [(*_batch(cfg.train_batch, cfg, device, g),
              fair_paths(space, g) if kind == "fair" else space.sample(1, generator=g)) for _ in range(STEP_SETS)]
     start = [p.detach().clone() for p in supernet.parameters()]
-    measured, after = {}, {}
+    measured, after, steps = {}, {}, {}
     for impl in IMPLS[kind]:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-        def agree_then_time():
-            # One step from the shared initial weights, kept for the comparison; then time a fresh copy.
+        def agree_then_build():
+            # One step from the shared initial weights, kept for the comparison; then a fresh copy to time.
             net = _step_net(impl, supernet, dropout=False)
             loss = train_step(kind, impl, net, sgd(net, cfg.train_batch))(sets[0])
             params = list(net.parameters())
@@ -280,12 +282,21 @@ def run_step(name: str, kind: str, cfg: Config, supernet: nn.Module, device, *, 
                 raise RuntimeError("its parameters do not line up with the supernet's")
             after[impl] = (float(loss), [p.detach() - p0 for p, p0 in zip(params, start)])
             net = _step_net(impl, supernet)
-            step = train_step(kind, impl, net, sgd(net, cfg.train_batch))
-            return _timed(step, sets, device, warmup=warmup, repeats=repeats)
+            return train_step(kind, impl, net, sgd(net, cfg.train_batch))
 
-        m = _attempt(f"{name}: {impl}", notes, agree_then_time)
-        if m is not None:
-            measured[impl] = m
+        step = _attempt(f"{name}: {impl}", notes, agree_then_build)
+        if step is not None:
+            steps[impl] = step
+
+    def timed_together():
+        # Both steps in alternation, call by call: a drifting machine biases neither.
+        ticks = timing.cpu_ticks()
+        ms = timing.interleaved_median_ms(steps, sets, device, warmup=warmup, repeats=repeats)
+        share = timing.others_share(ticks, timing.cpu_ticks())
+        return {impl: dict(ms=v, others_cpu_share=share) for impl, v in ms.items()}
+
+    if steps:
+        measured = _attempt(f"{name}: timing", notes, timed_together) or {}
     diff = None
     if len(after) == 2:
         (la, da), (lb, db) = (after[impl] for impl in IMPLS[kind])

@@ -54,6 +54,40 @@ def median_ms(fn: Callable[[Any], Any], arg_sets: Sequence[Any], device: torch.d
     return statistics.median(times)
 
 
+def interleaved_median_ms(fns: dict, arg_sets: Sequence[Any], device: torch.device, warmup: int = 2,
+                          repeats: int = 10) -> dict:
+    """``{name: median ms}`` of several implementations timed in alternation, call by call.
+
+    Round i runs every implementation once on ``arg_sets[i % len(arg_sets)]``,
+    in turn forwards and backwards, so a drift of the machine (clock, caches,
+    another process) over the run lands on all of them alike instead of on
+    whichever ran last. Warm-up as in :func:`median_ms`.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    n = len(arg_sets)
+    names = list(fns)
+    for i in range(max(warmup, n)):
+        for name in names:
+            fns[name](arg_sets[i % n])
+    synchronize(device)
+    times: dict = {name: [] for name in names}
+    for i in range(repeats):
+        for name in (names if i % 2 == 0 else names[::-1]):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fns[name](arg_sets[i % n])
+                end.record()
+                synchronize(device)
+                times[name].append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fns[name](arg_sets[i % n])
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 def copy_bandwidth_gbps(device: torch.device, nbytes: int | None = None, repeats: int = 10) -> float:
     """Copy bandwidth of the device in GB/s (1e9 bytes): bytes read + written over time.
 
