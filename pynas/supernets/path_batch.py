@@ -182,36 +182,38 @@ class PathBatchNorm2d(nn.BatchNorm2d):
             finally:
                 self.train(was_training)
             return torch.cat(parts)
-        fmt = torch.channels_last if (x.dim() == 4 and not x.is_contiguous()
-                                      and x.is_contiguous(memory_format=torch.channels_last)) else torch.contiguous_format
-        x = x.contiguous(memory_format=fmt)
-        out = torch.empty_like(x, memory_format=fmt)
+        if not (x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))):
+            x = x.contiguous()
+        self._check_input_dim(x)
+        out = torch.empty_like(x)  # same layout: a batch of rows is a contiguous block of both
         stat_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        save_mean = x.new_empty(x.shape[1], dtype=stat_dtype)
-        save_invstd = x.new_empty(x.shape[1], dtype=stat_dtype)
+        saved = x.new_empty((2, x.shape[1]), dtype=stat_dtype)
+        per_channel = x[0].numel() // x.shape[1]
+        track = self.track_running_stats
+        running_mean, running_var = (self.running_mean, self.running_var) if track else (None, None)
+        count = int(self.num_batches_tracked) if track else 0
         start, i = 0, 0
         while i < len(sizes):
-            train = training[i] or not self.track_running_stats
+            train = training[i] or not track
             stop, j = start + sizes[i], i + 1
             if not train:  # consecutive eval-mode slices read the same statistics: one call
                 while j < len(sizes) and not training[j]:
                     stop, j = stop + sizes[j], j + 1
-            rows = slice(start, stop)
-            if train:
-                self._check_input_dim(x[rows])
-                if x[rows].numel() // x.shape[1] <= 1:
-                    raise ValueError(f"Expected more than 1 value per channel when training, got input size "
-                                     f"{list(x[rows].shape)}")
             factor = 0.0
-            if train and self.track_running_stats:
-                # nn.BatchNorm2d's update: count the batch, cumulative average when momentum is None.
-                self.num_batches_tracked.add_(1)
-                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            if train:
+                if (stop - start) * per_channel <= 1:
+                    raise ValueError(f"Expected more than 1 value per channel when training, got input size "
+                                     f"{[stop - start, *x.shape[1:]]}")
+                if track:
+                    # nn.BatchNorm2d's update: count the batch, cumulative average when momentum is None.
+                    count += 1
+                    factor = 1.0 / count if self.momentum is None else self.momentum
             torch.ops.aten.native_batch_norm.out(
-                x[rows], self.weight, self.bias, self.running_mean if self.track_running_stats else None,
-                self.running_var if self.track_running_stats else None, train, factor, self.eps,
-                out=out[rows], save_mean=save_mean, save_invstd=save_invstd)
+                x[start:stop], self.weight, self.bias, running_mean, running_var, train, factor, self.eps,
+                out=out[start:stop], save_mean=saved[0], save_invstd=saved[1])
             start, i = stop, j
+        if track:
+            self.num_batches_tracked.fill_(count)
         return out
 
 
