@@ -183,3 +183,17 @@ def test_bad_argument_is_a_clear_error(argv, expected, capsys, tmp_path):
     assert exc.value.code == 2
     assert expected in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_interleaved_timing_alternates_the_implementations():
+    from pynas.perf import timing
+
+    calls = []
+    fns = {name: (lambda arg, name=name: calls.append((name, arg))) for name in ("a", "b")}
+    ms = timing.interleaved_median_ms(fns, ["x", "y"], CPU, warmup=1, repeats=3)
+    assert set(ms) == {"a", "b"} and all(v >= 0 for v in ms.values())
+    # Warm-up visits both sets with each; then the order flips every round, sets in turn.
+    assert calls == [("a", "x"), ("b", "x"), ("a", "y"), ("b", "y"),
+                     ("a", "x"), ("b", "x"), ("b", "y"), ("a", "y"), ("a", "x"), ("b", "x")]
+    with pytest.raises(ValueError, match="repeats"):
+        timing.interleaved_median_ms(fns, ["x"], CPU, repeats=0)

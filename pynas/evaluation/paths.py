@@ -25,10 +25,11 @@ Two strategies (``strategy``):
 a few-shot split of one), passes otherwise.
 
 ``memory_format="auto"`` runs image batches channels-last on a CPU: oneDNN's
-convolutions and batch norms are much faster in that layout there (2-core
-AMD EPYC, batch 32: 1.5x for SPOS's ShuffleNetV2 supernet, 2.9x for
-NAS-Bench-Macro's). Scores then equal the one-path loop's to float rounding
-instead of bit for bit. ``"preserve"`` keeps the inputs as given.
+convolutions and batch norms are faster in that layout there (2-core AMD
+EPYC, batch 32: the one-path loop itself runs 1.3x to 1.6x faster on SPOS's
+ShuffleNetV2 supernet, 1.4x to 1.5x on NAS-Bench-Macro's). Scores then equal
+the one-path loop's to float rounding instead of bit for bit.
+``"preserve"`` keeps the inputs as given.
 
 Batch-norm policies (``bn``):
 

@@ -188,6 +188,8 @@ def score_chain_paths(
                 m.reset_running_stats()
                 m.momentum = momentum
         out = []
+        # Training batches the stage's batch norms have counted since their reset (None: not reset).
+        counted = 0 if bn == "recalibrate" else None
         for chunk in chunks:
             sizes, training, h, num_recal = chunk.sizes, chunk.training, chunk.rows, chunk.num_recal
             if is_last and not norms and num_recal:
@@ -200,7 +202,7 @@ def score_chain_paths(
                 module.eval()
                 hooks = [d.register_forward_hook(_dropout_by_slice) for d in dropouts]
                 try:
-                    with batch_slices(sizes, training), autocast():
+                    with batch_slices(sizes, training, counted), autocast():
                         y = module(h)
                 finally:
                     for hook in hooks:
@@ -212,6 +214,8 @@ def score_chain_paths(
                     with autocast():
                         parts.append(module(part))
                 y = parts[0] if len(parts) == 1 else torch.cat(parts)
+            if counted is not None:
+                counted += sum(training)
             out.append(_Chunk(y, sizes, training, num_recal))
         return out
 

@@ -29,8 +29,9 @@ SPOS's ShuffleNetV2 space (``spos``, ``create_space("spos-shufflenetv2")``):
   backward; ``sequential`` runs m forward/backward passes, then the step.
 
 The two implementations of a training step are timed in alternation, call
-by call (``timing.interleaved_median_ms``). Training steps use SPOS's recipe (SGD, momentum 0.9, weight decay 4e-5,
-label smoothing 0.1, learning rate 0.5 per 1024 images). The step cases
+by call (``timing.interleaved_median_ms``). Training steps use SPOS's recipe
+(SGD, momentum 0.9, weight decay 4e-5, label smoothing 0.1, learning rate
+0.5 per 1024 images). The step cases
 compare the losses and the weight updates of one step taken from the same
 weights on the same batch and path(s), dropout off.
 

@@ -69,21 +69,27 @@ def path_batch(row_paths: Tensor, num_paths: int) -> Iterator[None]:
 
 
 @contextmanager
-def batch_slices(sizes: Sequence[int], training: Sequence[bool]) -> Iterator[None]:
+def batch_slices(sizes: Sequence[int], training: Sequence[bool], counted: Optional[int] = None) -> Iterator[None]:
     """Rows of the tensors flowing through are consecutive batches of ``sizes`` rows; batch i is
-    normalised in training mode when ``training[i]``, else in eval mode (see the module docstring)."""
+    normalised in training mode when ``training[i]``, else in eval mode (see the module docstring).
+
+    ``counted``: how many training batches every batch norm has counted since its statistics were
+    reset (the cumulative average needs it); None reads ``num_batches_tracked``, a host sync on a GPU.
+    """
     sizes, training = tuple(int(n) for n in sizes), tuple(bool(t) for t in training)
     if len(sizes) != len(training) or not sizes or min(sizes) < 1:
         raise ValueError(f"sizes must be positive batch sizes with one training flag each, got {sizes} {training}")
+    if counted is not None and (isinstance(counted, bool) or not isinstance(counted, int) or counted < 0):
+        raise ValueError(f"counted must be a non-negative int or None, got {counted!r}")
     previous = getattr(_local, "slices", None)
-    _local.slices = (sizes, training)
+    _local.slices = (sizes, training, counted)
     try:
         yield
     finally:
         _local.slices = previous
 
 
-def current_slices() -> Optional[Tuple[Tuple[int, ...], Tuple[bool, ...]]]:
+def current_slices() -> Optional[Tuple[Tuple[int, ...], Tuple[bool, ...], Optional[int]]]:
     return getattr(_local, "slices", None)
 
 
@@ -168,7 +174,8 @@ class PathBatchNorm2d(nn.BatchNorm2d):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
-    def _forward_slices(self, x: Tensor, sizes: Tuple[int, ...], training: Tuple[bool, ...]) -> Tensor:
+    def _forward_slices(self, x: Tensor, sizes: Tuple[int, ...], training: Tuple[bool, ...],
+                        counted: Optional[int]) -> Tensor:
         """Each slice as ``nn.BatchNorm2d.forward`` would treat it alone, in its mode, in order."""
         if sum(sizes) != x.shape[0]:
             raise RuntimeError(f"batch slices cover {sum(sizes)} rows but the batch norm input has {x.shape[0]}")
@@ -191,7 +198,7 @@ class PathBatchNorm2d(nn.BatchNorm2d):
         per_channel = x[0].numel() // x.shape[1]
         track = self.track_running_stats
         running_mean, running_var = (self.running_mean, self.running_var) if track else (None, None)
-        count = int(self.num_batches_tracked) if track else 0
+        count = 0 if not track else counted if counted is not None else int(self.num_batches_tracked)
         start, i = 0, 0
         while i < len(sizes):
             train = training[i] or not track
