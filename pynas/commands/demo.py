@@ -34,5 +34,5 @@ def run_demo(out: Path) -> dict:
           f"{spos['params'] / 1e6:.3f}M params, supernet accuracy {spos['supernet_accuracy']:.2f}% "
           f"on {spos_config['evaluation']['eval_batches'] * spos_config['batch_size']} validation images")
     print(f"               supernet training {spos['train_seconds']:.1f} s, search {spos['search_phase_seconds']:.1f} s "
-          f"({spos['evaluations']} paths scored, batched with per-path BN recalibration)")
+          f"({spos['evaluations']} paths scored, each with its own BN recalibration, shared prefixes once)")
     return {"search": search, "train": train, "spos": spos}
