@@ -42,19 +42,18 @@ Batch-norm policies (``bn``):
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import time
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pynas.supernets.path_batch import PathBatchNorm2d, begin_path_statistics, end_path_statistics
+from pynas.supernets.path_batch import begin_path_statistics, end_path_statistics
 
 from .prefix_trie import TrieMemoryError, chain_parts, score_chain_paths
 
