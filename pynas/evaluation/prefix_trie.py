@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pynas.supernets.path_batch import PathBatchNorm2d, batch_slices, current_slices
+
 __all__ = ["chain_parts", "score_chain_paths", "TrieMemoryError"]
 
 Stage = Tuple[nn.Module, int]  # (module, path entry it is chosen by; -1 for a fixed stage)
@@ -63,8 +65,6 @@ def chain_parts(supernet: nn.Module, paths: Tensor) -> Optional[List[Tuple[List[
 def _dropout_by_slice(module: nn.Module, inputs: tuple, output: Tensor):
     """Forward hook of a dropout in a packed stage (run in eval mode): drop in the batches that the
     one-path loop runs in training mode, as it would; leave the others."""
-    from pynas.supernets.path_batch import current_slices
-
     slices = current_slices()
     if slices is None or not any(slices[1]):
         return None
@@ -161,8 +161,6 @@ def score_chain_paths(
 
     The stages' batch-norm buffers and modes are left changed: the caller restores them.
     """
-    from pynas.supernets.path_batch import PathBatchNorm2d, batch_slices
-
     recal_inputs = list(recal_inputs) if bn == "recalibrate" else []
     rows = paths.tolist()
     correct = [0.0] * len(rows)
