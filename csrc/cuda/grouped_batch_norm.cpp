@@ -1,6 +1,6 @@
 // CUDA glue of grouped_batch_norm: the host logic of
 // csrc/cpu/grouped_batch_norm.cpp (same checks, layouts, outputs) around the
-// kernels of grouped_batch_norm.cu.
+// kernels of grouped_batch_norm_kernel.cu.
 //
 // Synchronization: none when groups are on the CPU (checked on the host,
 // uploaded with a non-blocking copy from pinned memory); one when they are on

@@ -1,6 +1,6 @@
 // CUDA glue of partial_channel_mix: the host logic of
 // csrc/cpu/partial_channel_mix.cpp (same checks, layouts, outputs) around the
-// kernels of partial_channel_mix.cu and weighted_sum.cu.
+// kernels of partial_channel_mix_kernel.cu and weighted_sum_kernel.cu.
 //
 // Backward: one kernel reads grad once and writes grad_x (the un-shuffled
 // bypass channels, zeros for the mixed ones) and grad_sel = grad's mixed

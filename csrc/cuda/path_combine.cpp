@@ -1,5 +1,5 @@
 // CUDA glue of path_combine: the host logic of csrc/cpu/path_combine.cpp
-// (same checks, layouts, outputs) around the kernels of path_gather.cu.
+// (same checks, layouts, outputs) around the kernels of path_gather_kernel.cu.
 //
 // Synchronization: none when choices are on the CPU; one when they are on
 // the device (the bucket sizes are checked against ys on the host; see

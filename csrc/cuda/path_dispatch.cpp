@@ -1,5 +1,5 @@
 // CUDA glue of path_dispatch: the host logic of csrc/cpu/path_dispatch.cpp
-// (same checks, layouts, outputs) around the kernel of path_gather.cu.
+// (same checks, layouts, outputs) around the kernel of path_gather_kernel.cu.
 //
 // Synchronization: none when choices are on the CPU (the plan is computed on
 // the host and uploaded with a non-blocking copy from pinned memory); one

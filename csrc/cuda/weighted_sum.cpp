@@ -1,5 +1,5 @@
 // CUDA glue of weighted_sum: the host logic of csrc/cpu/weighted_sum.cpp
-// (same checks, layouts, outputs) around the kernels of weighted_sum.cu.
+// (same checks, layouts, outputs) around the kernels of weighted_sum_kernel.cu.
 #include <torch/library.h>
 
 #include <vector>
