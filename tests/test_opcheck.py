@@ -17,6 +17,12 @@ def _cases():
     yield "weighted_sum_per_sample", P.weighted_sum.default, (xs, _rg(3, 5))
     cl = [x.detach().contiguous(memory_format=torch.channels_last).requires_grad_() for x in xs]
     yield "weighted_sum_channels_last", P.weighted_sum.default, (cl, _rg(5))
+    # A DARTS node's gradient: a channel slice of the cell's concatenation, read in place.
+    grad_slice = torch.randn(3, 12, 5, 5)[:, 4:8]
+    yield "weighted_sum_backward_channel_slice", P._weighted_sum_backward.default, (
+        grad_slice, [x.detach() for x in xs], torch.randn(5), [True] * 5, True)
+    yield "weighted_sum_channel_slice", P.weighted_sum.default, (
+        [torch.randn(3, 12, 5, 5)[:, 4:8].requires_grad_() for _ in range(5)], _rg(3, 5))
     yield "weighted_sum_backward", P._weighted_sum_backward.default, (
         torch.randn(3, 4, 5, 5), [x.detach() for x in xs], torch.randn(5), [True, False, True, True, False], True)
     ys = [_rg(3, 2, 5, 5) for _ in range(4)]
@@ -31,6 +37,10 @@ def _cases():
     yield "grouped_batch_norm_eval", P.grouped_batch_norm.default, (
         _rg(6, 3, 4, 4), torch.tensor([0, 1, 0, 1, 2, 2]), 3, _rg(3), _rg(3), torch.randn(3, 3),
         torch.rand(3, 3) + 0.5, 1e-5)
+    # Dense 5-D with a size-1 dim between two dims that do not nest: not mergeable (copied).
+    unmerged = torch.randn(6, 3, 4, 5).transpose(2, 3).unsqueeze(3).requires_grad_()
+    yield "grouped_batch_norm_unmergeable", P.grouped_batch_norm.default, (
+        unmerged, torch.tensor([0, 1, 0, 1, 2, 2]), 3, _rg(3), _rg(3), None, None, 1e-5)
     x = torch.randn(6, 3, 4, 4)
     yield "grouped_batch_norm_backward", P._grouped_batch_norm_backward.default, (
         torch.randn(6, 3, 4, 4), x, torch.tensor([0, 1, 0, 1, 2, 2]), 3, torch.randn(3), torch.randn(3, 3),

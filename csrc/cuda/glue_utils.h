@@ -46,6 +46,24 @@ inline void check_cuda_tensor(const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.is_cuda(), name, " must be on a CUDA device for the CUDA kernel, got ", t.device());
 }
 
+// The launchers of weighted_sum read flat storage (sample stride = inner):
+// tensors with a larger sample stride are copied into dense ones.
+inline std::vector<at::Tensor> dense_sample_blocks(const SampleBlocks& b) {
+  std::vector<at::Tensor> out;
+  out.reserve(b.tensors.size());
+  for (size_t i = 0; i < b.tensors.size(); ++i) {
+    const at::Tensor& t = b.tensors[i];
+    if (b.sample_strides[i] == b.inner || t.dim() == 0 || t.size(0) <= 1 || t.numel() == 0) {
+      out.push_back(t);
+    } else {
+      at::Tensor dense = empty_sample_blocks_like(t);
+      dense.copy_(t);
+      out.push_back(dense);
+    }
+  }
+  return out;
+}
+
 // Copies a CPU int64 tensor to `device` through pinned memory with a
 // non-blocking copy on the current stream: no host synchronization (the
 // caching host allocator keeps the pinned block until the copy is done).

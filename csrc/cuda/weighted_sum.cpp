@@ -19,8 +19,8 @@ at::Tensor weighted_sum_cuda(at::TensorList xs_in, const at::Tensor& weights) {
   c10::cuda::CUDAGuard guard(xs_in[0].device());
   const int64_t k_count = static_cast<int64_t>(xs_in.size());
   const at::Tensor w = checked_weights(weights, k_count, xs_in[0], "xs[0]");
-  const std::vector<at::Tensor> xs = to_common_layout(xs_in);
-  at::Tensor out = at::empty_strided(xs[0].sizes(), xs[0].strides(), xs[0].options());
+  const std::vector<at::Tensor> xs = dense_sample_blocks(to_sample_blocks(xs_in, xs_in[0]));
+  at::Tensor out = empty_sample_blocks_like(xs_in[0]);
   if (out.numel() == 0) return out;
   const int64_t samples = w.dim() == 2 ? xs[0].size(0) : 1;
   const int64_t inner = out.numel() / samples;
@@ -41,23 +41,24 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> weighted_sum_backward_cuda(const
                                                                            const at::Tensor& weights,
                                                                            c10::List<bool> xs_need_grad,
                                                                            bool weights_need_grad) {
-  const WeightedSumBackwardInputs in = check_weighted_sum_backward(grad_in, xs_in, weights, xs_need_grad);
+  const WeightedSumBackwardInputs in =
+      check_weighted_sum_backward(grad_in, xs_in, weights, xs_need_grad, weights_need_grad);
   const int64_t k_count = static_cast<int64_t>(xs_in.size());
   const at::Tensor& w = in.weights;
   check_cuda_tensor(xs_in[0], "xs");
   c10::cuda::CUDAGuard guard(xs_in[0].device());
-  const std::vector<at::Tensor>& laid = in.grad_and_xs;
-  const at::Tensor& grad = laid[0];
+  const at::Tensor grad = dense_sample_blocks(in.grad)[0];
+  const std::vector<at::Tensor> xs = dense_sample_blocks(in.xs);  // empty unless weights_need_grad
 
   std::vector<at::Tensor> grads_x;
   std::vector<void*> gx_ptrs(k_count, nullptr);
   std::vector<const void*> x_ptrs(k_count, nullptr);
   for (int64_t k = 0; k < k_count; ++k) {
     if (xs_need_grad.get(k)) {
-      grads_x.push_back(at::empty_strided(grad.sizes(), grad.strides(), grad.options()));
+      grads_x.push_back(empty_sample_blocks_like(grad));
       gx_ptrs[k] = grads_x.back().mutable_data_ptr();
     }
-    x_ptrs[k] = laid[k + 1].const_data_ptr();
+    if (weights_need_grad) x_ptrs[k] = xs[k].const_data_ptr();
   }
   const int64_t samples = w.dim() == 2 ? (grad.dim() > 0 ? grad.size(0) : 1) : 1;
   at::Tensor grad_w_acc;

@@ -2,6 +2,9 @@
 
 #include <c10/util/irange.h>
 
+#include <algorithm>
+#include <utility>
+
 namespace pynas {
 
 at::ScalarType accumulate_type(at::ScalarType t) {
@@ -50,7 +53,8 @@ at::Tensor checked_weights(const at::Tensor& weights, int64_t k, const at::Tenso
 }
 
 WeightedSumBackwardInputs check_weighted_sum_backward(const at::Tensor& grad, at::TensorList xs,
-                                                      const at::Tensor& weights, const c10::List<bool>& xs_need_grad) {
+                                                      const at::Tensor& weights, const c10::List<bool>& xs_need_grad,
+                                                      bool weights_need_grad) {
   check_same_inputs(xs, "xs");
   const int64_t k_count = static_cast<int64_t>(xs.size());
   TORCH_CHECK_VALUE(static_cast<int64_t>(xs_need_grad.size()) == k_count, "xs_need_grad must have ", k_count,
@@ -61,40 +65,91 @@ WeightedSumBackwardInputs check_weighted_sum_backward(const at::Tensor& grad, at
                     xs[0].device());
   WeightedSumBackwardInputs in;
   in.weights = checked_weights(weights, k_count, xs[0], "xs[0]");
-  std::vector<at::Tensor> all(xs.begin(), xs.end());
-  all.insert(all.begin(), grad.to(xs[0].scalar_type()));
-  in.grad_and_xs = to_common_layout(all);
+  const at::Tensor g = grad.to(xs[0].scalar_type());
+  in.grad = to_sample_blocks({g}, g);
+  if (weights_need_grad) in.xs = to_sample_blocks(xs, in.grad.tensors[0]);
   return in;
 }
 
-bool is_batch_major_dense(const at::Tensor& t) {
-  if (!t.is_non_overlapping_and_dense()) return false;
-  if (t.dim() == 0 || t.size(0) <= 1 || t.numel() == 0) return true;
-  return t.stride(0) == t.numel() / t.size(0);
+// Whether the dims of sizes/strides (size-1 dims ignored) tile one dense block
+// in some order.
+static bool dense_block(at::IntArrayRef sizes, at::IntArrayRef strides) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] == 0) return true;
+    if (sizes[d] != 1) dims.emplace_back(strides[d], sizes[d]);
+  }
+  std::sort(dims.begin(), dims.end());
+  int64_t expected = 1;
+  for (const auto& dim : dims) {
+    if (dim.first != expected) return false;
+    expected *= dim.second;
+  }
+  return true;
 }
 
-static at::Tensor to_strides(const at::Tensor& t, at::IntArrayRef strides) {
-  if (t.strides() == strides) return t;
-  at::Tensor out = at::empty_strided(t.sizes(), strides, t.options());
-  out.copy_(t);
-  return out;
+static int64_t inner_numel(const at::Tensor& t) {
+  int64_t inner = 1;
+  for (int64_t d = 1; d < t.dim(); ++d) inner *= t.size(d);
+  return inner;
 }
 
-std::vector<at::Tensor> to_common_layout(at::TensorList xs) {
-  std::vector<at::Tensor> out;
-  out.reserve(xs.size());
-  const at::Tensor& x0 = xs[0];
-  if (is_batch_major_dense(x0)) {
-    for (const auto& x : xs) out.push_back(to_strides(x, x0.strides()));
-  } else {
-    for (const auto& x : xs) out.push_back(x.contiguous());
+bool is_sample_blocked(const at::Tensor& t) {
+  if (t.dim() == 0 || t.numel() == 0) return true;
+  if (!dense_block(t.sizes().slice(1), t.strides().slice(1))) return false;
+  return t.size(0) == 1 || t.stride(0) >= inner_numel(t);
+}
+
+// Whether a and b (one shape) place the elements of a sample alike.
+static bool same_inner_layout(const at::Tensor& a, const at::Tensor& b) {
+  for (int64_t d = 1; d < a.dim(); ++d) {
+    if (a.size(d) != 1 && a.stride(d) != b.stride(d)) return false;
+  }
+  return true;
+}
+
+static bool usable_proto(const at::Tensor& proto) {
+  return proto.dim() > 0 && proto.numel() > 0 && is_sample_blocked(proto);
+}
+
+at::Tensor empty_sample_blocks_like(const at::Tensor& proto) {
+  if (!usable_proto(proto)) return at::empty(proto.sizes(), proto.options());
+  std::vector<int64_t> strides(proto.strides().begin(), proto.strides().end());
+  strides[0] = inner_numel(proto);
+  return at::empty_strided(proto.sizes(), strides, proto.options());
+}
+
+SampleBlocks to_sample_blocks(at::TensorList ts, const at::Tensor& proto) {
+  SampleBlocks out;
+  const bool proto_ok = usable_proto(proto);
+  if (proto.dim() > 0) {
+    out.samples = proto.size(0);
+    out.inner = inner_numel(proto);
+  }
+  for (const auto& t : ts) {
+    const bool keep = t.dim() == 0 || t.numel() == 0 ||
+                      (is_sample_blocked(t) && (proto_ok ? same_inner_layout(t, proto) : t.is_contiguous()));
+    at::Tensor laid = t;
+    if (!keep) {
+      laid = proto_ok ? empty_sample_blocks_like(proto) : at::empty(t.sizes(), t.options());
+      laid.copy_(t);
+    }
+    out.sample_strides.push_back(laid.dim() == 0 || laid.size(0) <= 1 ? out.inner : laid.stride(0));
+    out.tensors.push_back(laid);
   }
   return out;
 }
 
+// Whether the trailing dims (2 on) of size above 1 nest, each stride the
+// product of the next one's stride and size, so that they read as one axis of
+// stride stride_s. Size-1 dims are skipped: they must not let the dims around
+// them merge when those do not nest (x.transpose(2, 3).unsqueeze(3)).
 static bool trailing_dims_merge(const at::Tensor& t) {
-  for (int64_t d = 2; d + 1 < t.dim(); ++d) {
-    if (t.size(d + 1) != 1 && t.size(d) != 1 && t.stride(d) != t.stride(d + 1) * t.size(d + 1)) return false;
+  int64_t inner = -1;  // the next dim inwards of size above 1
+  for (int64_t d = t.dim() - 1; d >= 2; --d) {
+    if (t.size(d) == 1) continue;
+    if (inner >= 0 && t.stride(d) != t.stride(inner) * t.size(inner)) return false;
+    inner = d;
   }
   return true;
 }

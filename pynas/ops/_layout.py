@@ -28,25 +28,39 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _batch_major_dense(t: Tensor) -> bool:
-    if not is_non_overlapping_and_dense(t):
-        return False
-    if t.dim() == 0 or t.shape[0] <= 1 or t.numel() == 0:
+def _inner_numel(t: Tensor) -> int:
+    inner = 1
+    for size in t.shape[1:]:
+        inner *= size
+    return inner
+
+
+def is_sample_blocked(t: Tensor) -> bool:
+    """Mirror of ``is_sample_blocked``: each sample one dense block, samples at least a block apart."""
+    if t.dim() == 0 or t.numel() == 0:
         return True
-    return t.stride(0) == t.numel() // t.shape[0]
+    if not _dense(t.shape[1:], t.stride()[1:]):
+        return False
+    return t.shape[0] == 1 or t.stride(0) >= _inner_numel(t)
 
 
 def empty_in_common_layout(t: Tensor) -> Tensor:
-    """What weighted_sum returns for inputs shaped and laid out like ``t``."""
-    if _batch_major_dense(t):
-        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
-    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    """Mirror of ``empty_sample_blocks_like``: what weighted_sum returns for inputs laid out like ``t``
+    (dense, with t's layout inside each sample when t's samples are dense blocks)."""
+    if t.dim() == 0 or t.numel() == 0 or not is_sample_blocked(t):
+        return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    return torch.empty_strided(t.shape, (_inner_numel(t),) + tuple(t.stride()[1:]), dtype=t.dtype, device=t.device)
 
 
 def _trailing_dims_merge(t: Tensor) -> bool:
-    for d in range(2, t.dim() - 1):
-        if t.shape[d + 1] != 1 and t.shape[d] != 1 and t.stride(d) != t.stride(d + 1) * t.shape[d + 1]:
+    """Mirror of ``trailing_dims_merge``: the dims from 2 on of size above 1 nest into one axis."""
+    inner = None
+    for d in range(t.dim() - 1, 1, -1):
+        if t.shape[d] == 1:
+            continue
+        if inner is not None and t.stride(d) != t.stride(inner) * t.shape[inner]:
             return False
+        inner = d
     return True
 
 
