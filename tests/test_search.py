@@ -246,3 +246,20 @@ def test_imagenet_stem_supernet_downsamples_8x_before_the_cells():
     before = net.alpha.detach().clone()
     algo.step((x, y), (x, y))
     assert not torch.equal(before, net.alpha.detach())
+
+
+def test_channels_last_search_matches_the_nchw_run(tmp_path):
+    """memory_format=channels_last: same losses and architecture (to rounding) as the NCHW run."""
+    base = run_search(_tiny_config(tmp_path, epochs=1, max_steps_per_epoch=3), out_dir=tmp_path / "nchw",
+                      progress=False)
+    nhwc = run_search(_tiny_config(tmp_path, epochs=1, max_steps_per_epoch=3, memory_format="channels_last"),
+                      out_dir=tmp_path / "nhwc", progress=False)
+    assert nhwc["epochs"][0]["loss"] == pytest.approx(base["epochs"][0]["loss"], rel=1e-4)
+    a = torch.load(tmp_path / "nchw" / "checkpoint.pt", weights_only=False)["algorithm"]["supernet"]["alpha"]
+    b = torch.load(tmp_path / "nhwc" / "checkpoint.pt", weights_only=False)["algorithm"]["supernet"]["alpha"]
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_memory_format_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="memory_format must be one of preserve, channels_last"):
+        run_search(_tiny_config(tmp_path, memory_format="nhwc"), out_dir=tmp_path / "run", progress=False)

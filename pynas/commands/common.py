@@ -19,6 +19,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def place_supernet(supernet: torch.nn.Module, device: torch.device, memory_format: str) -> None:
+    """Moves the supernet to ``device``; ``memory_format="channels_last"`` also lays its 4-D weights out
+    channels-last, so that with channels-last batches every conv, batch norm and fused op runs NHWC."""
+    if memory_format == "channels_last":
+        supernet.to(device, memory_format=torch.channels_last)
+    else:
+        supernet.to(device)
+
+
 def seed_everything(seed: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")

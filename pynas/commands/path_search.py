@@ -30,7 +30,7 @@ from pynas.training.checkpoint import load_checkpoint, save_checkpoint
 from pynas.training import distributed
 from pynas.training.search import SearchRunner, write_json
 
-from .common import resolve_device, seed_everything
+from .common import place_supernet, resolve_device, seed_everything
 
 SEARCH_STATE = "search_state.pt"
 EVALUATION_KEYS = ("recalibrate_batches", "eval_batches", "bn", "momentum", "strategy", "paths_per_pass",
@@ -78,10 +78,11 @@ def load_path_data(cfg: dict, *, device, augment_valid: bool = False) -> PathDat
                           seed=cfg["seed"], device=device)
     train_part, valid_part = split(data, valid_fraction=cfg["valid_fraction"], seed=cfg["seed"])
     batch = cfg["batch_size"]
+    fmt = cfg.get("memory_format", "preserve")
     train_loader = DeviceLoader(train_part, batch_size=batch, augment=bool(cfg["augment"]), drop_last=True,
-                                seed=cfg["seed"])
+                                seed=cfg["seed"], memory_format=fmt)
     valid_loader = DeviceLoader(valid_part, batch_size=batch, augment=augment_valid and bool(cfg["augment"]),
-                                drop_last=True, seed=cfg["seed"] + 1)
+                                drop_last=True, seed=cfg["seed"] + 1, memory_format=fmt)
     return PathData(data, train_part, valid_part, train_loader, valid_loader, time.perf_counter() - t0)
 
 
@@ -100,7 +101,7 @@ def build_path_algorithm(cfg: dict, data: PathData, *, device) -> Tuple[PathSpac
     kwargs.setdefault("steps_per_epoch", steps)
     algorithm = create_algorithm(cfg["algo"], space=space, amp=cfg["amp"], seed=cfg["seed"], constraint=constraint,
                                  supernet_options=cfg.get("supernet") or {}, **kwargs)
-    algorithm.supernet.to(device)
+    place_supernet(algorithm.supernet, device, cfg.get("memory_format", "preserve"))
     return space, constraint, algorithm
 
 

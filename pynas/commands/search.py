@@ -19,12 +19,13 @@ from typing import Any
 import torch
 
 from pynas.algorithms import ALGORITHMS, create_algorithm
+from pynas.data.loader import MEMORY_FORMATS
 from pynas.config import CONFIG_DIR, load_yaml, merge, save_yaml
 from pynas.spaces import create_space
 from pynas.training import distributed
 from pynas.training.search import SearchRunner, write_json
 
-from .common import resolve_device, seed_everything
+from .common import place_supernet, resolve_device, seed_everything
 from .path_search import load_path_data
 
 
@@ -36,6 +37,8 @@ def resolve(config: dict) -> dict:
     """Fill the algorithm's paper defaults for what the config leaves open."""
     cfg = merge(default_config(), config)
     check_pairing(cfg["space"], cfg["algo"])
+    if cfg.get("memory_format") not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {cfg.get('memory_format')!r}")
     defaults = getattr(ALGORITHMS.get(cfg["algo"]), "defaults", {})
     if cfg.get("batch_size") is None:
         cfg["batch_size"] = defaults.get("batch_size", 64)
@@ -95,7 +98,7 @@ def run_search(config: dict, *, out_dir: Path, progress: bool = True) -> dict:
         kwargs.setdefault("epochs", cfg["epochs"])
     algorithm = create_algorithm(cfg["algo"], space=space, num_classes=data.num_classes,
                                  in_channels=data.image_shape[0], amp=cfg["amp"], seed=cfg["seed"], **kwargs)
-    algorithm.supernet.to(device)
+    place_supernet(algorithm.supernet, device, cfg["memory_format"])
     runner = SearchRunner(algorithm=algorithm, train_loader=train_loader, valid_loader=valid_loader, out_dir=out_dir,
                           checkpoint_every=cfg["checkpoint_every"], max_steps_per_epoch=cfg.get("max_steps_per_epoch"),
                           progress=progress)

@@ -231,6 +231,11 @@ def split(
             dataset.subset(valid_index, name=f"{dataset.name}/valid"))
 
 
+# How batches are laid out: as the augmentation makes them ("preserve": contiguous NCHW) or
+# channels-last (NHWC in memory), which the fused ops and the supernets keep end to end.
+MEMORY_FORMATS = ("preserve", "channels_last")
+
+
 class DeviceLoader:
     """Shuffled, augmented float batches from a DeviceDataset, on its device, resumable mid-epoch.
 
@@ -251,6 +256,8 @@ class DeviceLoader:
     `position` global samples, and the state is the same on every rank.
     Without drop_last the last global batch is split as evenly as the
     remainder allows, and must give every rank at least one sample.
+
+    `memory_format="channels_last"` yields image batches channels-last.
     """
 
     def __init__(
@@ -265,6 +272,7 @@ class DeviceLoader:
         dtype: torch.dtype = torch.float32,
         rank: int | None = None,
         world_size: int | None = None,
+        memory_format: str = "preserve",
     ):
         if not isinstance(dataset, DeviceDataset):
             raise ValueError(f"DeviceLoader: dataset must be a DeviceDataset, got {type(dataset).__name__}")
@@ -279,6 +287,8 @@ class DeviceLoader:
             raise ValueError(f"DeviceLoader: augment must be a bool or an Augmentation, got {type(augment).__name__}")
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(f"DeviceLoader: dtype must be a floating torch.dtype, got {dtype!r}")
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"DeviceLoader: memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
         rank, world_size = _check_shard(rank, world_size)
         global_batch = batch_size * world_size
         if drop_last and len(dataset) < global_batch:
@@ -299,6 +309,7 @@ class DeviceLoader:
         self.augmentation = augment
         self.drop_last = drop_last
         self.dtype = dtype
+        self.memory_format = memory_format
         self.seed = _check_seed(seed, "DeviceLoader")
         self._generator = _generator(seed, 0xA06)
         self._epoch = 0
@@ -375,6 +386,12 @@ class DeviceLoader:
             self._epoch, self._position = self._epoch + 1, 0
 
     def _batch(self, index: torch.Tensor, *, start: int, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self._float_batch(index, start=start, total=total)
+        if self.memory_format == "channels_last" and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels
+
+    def _float_batch(self, index: torch.Tensor, *, start: int, total: int) -> tuple[torch.Tensor, torch.Tensor]:
         images = self.dataset.images.index_select(0, index)
         labels = self.dataset.labels.index_select(0, index)
         mean, std = self._mean, self._std

@@ -15,6 +15,20 @@ from ._layout import accumulate_dtype, empty_in_common_layout, empty_like_ncs, e
 _ops = torch.ops.pynas
 
 
+def _is_nhwc(t) -> bool:
+    """A 4-D tensor laid out channels-last (channels innermost), and not also contiguous."""
+    return t.dim() == 4 and t.shape[1] > 1 and t.shape[2] * t.shape[3] > 1 and t.stride(1) == 1
+
+
+def _in_forward_layout(ctx, grad):
+    """The incoming gradient, channels-last when the op's output was: autograd may hand an op of a
+    channels-last network an NCHW gradient (adaptive pooling to 1x1 does: its memory format is then
+    ambiguous), and the input gradients, made in the gradient's layout, would carry NCHW upstream."""
+    if ctx.channels_last and not _is_nhwc(grad) and grad.dim() == 4:
+        return grad.contiguous(memory_format=torch.channels_last)
+    return grad
+
+
 # ---------------------------------------------------------------- weighted_sum
 @torch.library.register_fake("pynas::weighted_sum")
 def _weighted_sum_fake(xs, weights):
@@ -36,10 +50,12 @@ def _weighted_sum_setup(ctx, inputs, output):
     # only then (a DARTS node holds 35 of them).
     ctx.num_xs = len(xs)
     ctx.save_for_backward(weights, *(xs if weights.requires_grad else ()))
+    ctx.channels_last = _is_nhwc(output)
 
 
 def _weighted_sum_backward(ctx, grad):
     weights, *xs = ctx.saved_tensors
+    grad = _in_forward_layout(ctx, grad)
     if torch.is_grad_enabled():
         return _weighted_sum_backward_differentiable(ctx, grad, weights, xs)
     if not xs:
@@ -95,11 +111,13 @@ def _partial_channel_mix_setup(ctx, inputs, output):
     ctx.x_need_grad = x.requires_grad
     ctx.num_ys = len(ys)
     ctx.save_for_backward(weights, *(ys if weights.requires_grad else ()))
+    ctx.channels_last = _is_nhwc(output)
 
 
 def _partial_channel_mix_backward(ctx, grad):
     _not_twice_differentiable("partial_channel_mix")
     weights, *ys = ctx.saved_tensors
+    grad = _in_forward_layout(ctx, grad)
     if not ys:
         # Shape placeholders; the ys are read only for the weights' gradient.
         n, c = grad.shape[:2]

@@ -74,6 +74,28 @@ def batch_norm_group(y: Tensor, bns: Sequence[nn.BatchNorm2d]) -> Tensor:
     return out
 
 
+def _nhwc(t: Tensor) -> bool:
+    """Whether t is laid out channels-last (and not also contiguous, as 1x1 or 1-channel maps are)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _edge_major(y: Tensor, C: int, E: int) -> Tensor:
+    """Channels c*E + e -> e*C + c, in y's own layout (a channels-last y stays channels-last)."""
+    if _nhwc(y):
+        n, _, h, w = y.shape
+        return y.permute(0, 2, 3, 1).unflatten(3, (C, E)).transpose(3, 4).reshape(n, h, w, E * C).permute(0, 3, 1, 2)
+    return y.unflatten(1, (C, E)).transpose(1, 2).flatten(1, 2)
+
+
+def _interleave_halves(a: Tensor, b: Tensor, E: int, half: int) -> Tensor:
+    """[a_0, b_0, a_1, b_1, ...] over the E edges' halves along channels, in a's layout."""
+    if _nhwc(a):
+        stacked = torch.stack([a.permute(0, 2, 3, 1).unflatten(3, (E, half)),
+                               b.permute(0, 2, 3, 1).unflatten(3, (E, half))], 4)
+        return stacked.flatten(3, 5).permute(0, 3, 1, 2)
+    return torch.stack([a.unflatten(1, (E, half)), b.unflatten(1, (E, half))], 2).flatten(1, 3)
+
+
 def _depthwise_multiplier_block(blocks: Sequence[DilConv], relu_x: Tensor) -> Tensor:
     """The first ReLU-depthwise-pointwise-BN block of E edges reading one state; edge-major output."""
     dw = blocks[0][1]
@@ -82,7 +104,7 @@ def _depthwise_multiplier_block(blocks: Sequence[DilConv], relu_x: Tensor) -> Te
     weight = torch.stack([b[1].weight for b in blocks], 1).flatten(0, 1)
     y = F.conv2d(relu_x, weight, None, dw.stride, dw.padding, dw.dilation, C)
     if E > 1:
-        y = y.unflatten(1, (C, E)).transpose(1, 2).flatten(1, 2)  # channel-major -> edge-major
+        y = _edge_major(y, C, E)
     y = F.conv2d(y, _cat([b[2].weight for b in blocks]), None, 1, 0, 1, E)
     return batch_norm_group(y, [b[3] for b in blocks])
 
@@ -104,7 +126,7 @@ def _factorized_reduce(mods: Sequence[FactorizedReduce], relu_x: Tensor) -> Tens
     a = F.conv2d(relu_x, _cat([m.conv_1.weight for m in mods]), None, 2)
     b = F.conv2d(shifted, _cat([m.conv_2.weight for m in mods]), None, 2)
     # Edge e's output is [conv_1_e, conv_2_e]: interleave the two stacks per edge.
-    y = torch.stack([a.unflatten(1, (E, half)), b.unflatten(1, (E, half))], 2).flatten(1, 3)
+    y = _interleave_halves(a, b, E, half)
     return batch_norm_group(y, [m.bn for m in mods])
 
 
