@@ -6,7 +6,7 @@ TORCH_PIN ?= torch==2.13.0
 CUDA_ARCHS ?= 80;90
 PYTEST_ARGS ?=
 
-.PHONY: all deps install test demo fashion-mnist bench check-cuda clean
+.PHONY: all deps install test demo fashion-mnist bench check-cuda check-cuda-build check-cuda-emu clean
 
 all: install
 
@@ -54,6 +54,19 @@ check-cuda:
 	cmake -S . -B build/cuda-kernels -DPYNAS_KERNELS_ONLY=ON -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
 	cmake --build build/cuda-kernels -j2
 	bash tools/check_cuda_glue.sh
+
+# The real CUDA build, proven without a GPU: the CUDA build of the pinned torch (and the nvidia-*
+# libraries it needs) from the package index in a git-ignored virtual environment, pynas built
+# with FORCE_CUDA=1 for CUDA_BUILD_ARCHS and installed there, then imported (build_info() must report
+# CUDA and the archs) and the test suite run against that install (CUDA tests skip without a GPU).
+CUDA_VENV ?= .venv-cuda
+CUDA_BUILD_ARCHS ?= 9.0
+check-cuda-build:
+	bash tools/check_cuda_build.sh "$(CUDA_VENV)" "$(TORCH_PIN)" "$(CUDA_BUILD_ARCHS)"
+
+# Every CUDA kernel executed on the CPU under the project's CUDA emulation (tests/cuda_emu/).
+check-cuda-emu:
+	bash tests/cuda_emu/run.sh
 
 clean:
 	rm -rf build dist *.egg-info pynas/_C*.so

@@ -30,6 +30,34 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _toolkit(home) -> bool:
+    """Whether `home` holds a CUDA toolkit: nvcc and the runtime headers."""
+    return bool(home) and os.path.isfile(os.path.join(home, "bin", "nvcc")) and os.path.isfile(
+        os.path.join(home, "include", "cuda_runtime.h"))
+
+
+def _locate_cuda_home() -> None:
+    """Sets CUDA_HOME to a real toolkit when it is unset, before torch.utils.cpp_extension reads it.
+
+    torch guesses the toolkit as the parent of the nvcc on PATH; an nvcc that is a wrapper script or
+    link outside the toolkit (/usr/local/bin/nvcc here) makes that /usr/local, where the CUDA headers
+    are not, and the glue then fails with "cuda_runtime.h: No such file or directory".
+    """
+    if os.environ.get("CUDA_HOME"):
+        return
+    candidates = [os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for home in candidates:
+        if _toolkit(home):
+            os.environ["CUDA_HOME"] = home
+            return
+
+
+_locate_cuda_home()
+
 try:
     import torch
     from torch.utils import cpp_extension
@@ -47,9 +75,7 @@ if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is
 def _want_cuda() -> bool:
     if _flag("PYNAS_CPU_ONLY"):
         return False
-    has_nvcc = cpp_extension.CUDA_HOME is not None and os.path.exists(
-        os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc")
-    )
+    has_nvcc = _toolkit(cpp_extension.CUDA_HOME)
     if torch.version.cuda is not None and has_nvcc:
         return True
     if _flag("FORCE_CUDA"):
@@ -57,7 +83,8 @@ def _want_cuda() -> bool:
         if torch.version.cuda is None:
             why.append(f"the installed torch {torch.__version__} has no CUDA support")
         if not has_nvcc:
-            why.append("nvcc was not found (set CUDA_HOME to the CUDA toolkit)")
+            why.append(f"no CUDA toolkit (nvcc and include/cuda_runtime.h) was found at CUDA_HOME="
+                       f"{cpp_extension.CUDA_HOME} (set CUDA_HOME to the toolkit's root)")
         _fail("FORCE_CUDA=1 but " + " and ".join(why))
     return False
 
@@ -73,15 +100,13 @@ def _cuda_archs() -> str:
     return "8.0;9.0"
 
 
-def _extension():
-    with_cuda = _want_cuda()
+def _extension(with_cuda: bool):
     sources = sorted(
         glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/cpu/*.cpp")
     )
     debug = _flag("PYNAS_DEBUG")
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    torch_version = torch.__version__.split("+")[0]
-    define = [("PYNAS_VERSION", f'"{VERSION}"'), ("PYNAS_TORCH_VERSION", f'"{torch_version}"')]
+    define = [("PYNAS_VERSION", f'"{VERSION}"'), ("PYNAS_TORCH_VERSION", f'"{torch.__version__}"')]
     cxx = opt + ["-std=c++17", "-fopenmp"] if sys.platform != "darwin" else opt + ["-std=c++17"]
     extra = {"cxx": cxx}
     libs = ["-fopenmp"] if sys.platform != "darwin" else []
@@ -99,15 +124,24 @@ def _extension():
     )
 
 
+WITH_CUDA = _want_cuda()
+# The torch this build links against, by release (a local label such as +cu130 or +cpu is the build's
+# flavour, which the extension's libraries already tie it to). A wheel built here requires it, and
+# pynas refuses to import under another torch (pynas/_extension.py).
+TORCH_RELEASE = torch.__version__.split("+")[0]
+
 setup(
     name="pynas",
     version=VERSION,
     packages=find_packages(include=["pynas", "pynas.*"]),
     package_data={"pynas": ["configs/*.yaml"]},
-    ext_modules=[_extension()],
+    ext_modules=[_extension(WITH_CUDA)],
+    # One build tree per flavour, so a CPU and a CUDA build of one checkout (make check-cuda-build)
+    # do not overwrite each other's objects.
+    options={"build": {"build_base": os.path.join("build", "cuda" if WITH_CUDA else "cpu")}},
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(no_python_abi_suffix=False)},
     python_requires=">=3.10",
-    install_requires=["numpy", "pyyaml", "pillow", "matplotlib"],
+    install_requires=[f"torch=={TORCH_RELEASE}", "numpy", "pyyaml", "pillow", "matplotlib"],
     entry_points={"console_scripts": ["pynas=pynas.cli:main"]},
     zip_safe=False,
 )

@@ -87,6 +87,45 @@ def test_path_ops_with_host_choices_do_not_synchronize():
         torch.cuda.set_sync_debug_mode(0)
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batch_norm_recalibration_with_host_groups_does_not_synchronize(momentum):
+    """Running statistics updated in training mode (SPOS's recalibration): the group sizes are counted on
+    the host and sent from pinned memory; nothing waits for the device."""
+    x = torch.randn(64, 32, 8, 8, device="cuda")
+    groups = torch.randint(0, 4, (64,))
+    rm, rv = torch.zeros(4, 32, device="cuda"), torch.ones(4, 32, device="cuda")
+    nbt = torch.zeros(4, dtype=torch.long, device="cuda")
+    ops.grouped_batch_norm(x, groups, 4, running_mean=rm, running_var=rv, num_batches_tracked=nbt,
+                           momentum=momentum, training=True)  # warm-up: allocator, pinned pool
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        ops.grouped_batch_norm(x, groups, 4, running_mean=rm, running_var=rv, num_batches_tracked=nbt,
+                               momentum=momentum, training=True)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    ref_rm, ref_rv = torch.zeros(4, 32), torch.ones(4, 32)
+    ref_nbt = torch.zeros(4, dtype=torch.long)
+    for _ in range(2):
+        ops.grouped_batch_norm_reference(x.cpu(), groups, 4, running_mean=ref_rm, running_var=ref_rv,
+                                         num_batches_tracked=ref_nbt, momentum=momentum, training=True)
+    torch.testing.assert_close(rm.cpu(), ref_rm)
+    torch.testing.assert_close(rv.cpu(), ref_rv)
+    assert torch.equal(nbt.cpu(), ref_nbt)
+
+
+def test_group_sizes_of_device_groups_without_bincount():
+    from pynas.ops import _group_sizes
+
+    groups = torch.tensor([0, 2, 2, 1, 2], device="cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sizes = _group_sizes(groups, 4, torch.device("cuda"))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert sizes.tolist() == [1, 1, 3, 0]
+
+
 def test_path_choice_out_of_range_on_device():
     with pytest.raises(IndexError, match="choices must lie in"):
         ops.path_dispatch(torch.randn(3, 2, device="cuda"), torch.tensor([0, 5, 1], device="cuda"), 3)

@@ -147,6 +147,24 @@ def grouped_batch_norm(
     return out
 
 
+def _group_sizes(groups: Tensor, num_groups: int, device: torch.device) -> Tensor:
+    """Samples per group, int64 [num_groups] on ``device``, without a host synchronisation.
+
+    Host groups are counted on the host and sent from pinned memory (a non-blocking copy from pageable
+    memory may wait for the device). Device groups are counted with a scatter-add: ``bincount`` on a
+    GPU reads the maximum back to the host to size its output.
+    """
+    labels = groups.reshape(-1).long()
+    if labels.device.type == "cpu":
+        counts = torch.bincount(labels, minlength=num_groups)[:num_groups]
+        if torch.device(device).type == "cuda":
+            counts = counts.pin_memory()
+        return counts.to(device, non_blocking=True)
+    counts = torch.zeros(num_groups, dtype=torch.long, device=labels.device)
+    counts.scatter_add_(0, labels.clamp(0, num_groups - 1), torch.ones_like(labels))
+    return counts.to(device)
+
+
 @torch.no_grad()
 def _update_running_stats(x, groups, num_groups, mean, invstd, eps, running_mean, running_var,
                           num_batches_tracked, momentum):
@@ -154,9 +172,7 @@ def _update_running_stats(x, groups, num_groups, mean, invstd, eps, running_mean
         if tuple(t.shape) != (num_groups, x.shape[1]):
             raise ValueError(f"{name} must have shape [num_groups, C] = [{num_groups}, {x.shape[1]}], "
                              f"got {list(t.shape)}")
-    # Counted where groups live, so host groups cost no device synchronisation.
-    per_group = torch.bincount(groups.reshape(-1).long(), minlength=num_groups)[:num_groups]
-    per_group = per_group.to(mean.device, non_blocking=True)
+    per_group = _group_sizes(groups, num_groups, mean.device)
     present = per_group > 0
     elements = per_group.to(mean.dtype) * (x[0, 0].numel() if x.shape[0] > 0 else 1)
     if num_batches_tracked is not None:

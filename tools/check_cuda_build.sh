@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The CUDA build of pynas on a machine without a GPU (make check-cuda-build; CI runs it).
+#
+#   bash tools/check_cuda_build.sh [VENV] [TORCH_PIN] [ARCHS]     # defaults: .venv-cuda torch==2.13.0 9.0
+#
+# 1. VENV (git-ignored) gets the CUDA build of TORCH_PIN from the package index: the local wheel folder
+#    that pip's configuration lists holds only the CPU build, so it is hidden with an empty
+#    PIP_FIND_LINKS. The nvidia-* libraries torch needs come from the index too. No GPU is needed.
+# 2. pynas is built with FORCE_CUDA=1 for ARCHS (kernels and glue compiled and linked into pynas._C)
+#    and installed into VENV (not editable: the checkout's own pynas/_C*.so is the CPU build).
+# 3. From outside the checkout, pynas is imported: build_info() must say cuda=True with ARCHS, and the
+#    installed metadata must require the torch release it was built against.
+# 4. The test suite runs against that install (CUDA tests skip: there is no device).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${1:-.venv-cuda}
+TORCH_PIN=${2:-torch==2.13.0}
+ARCHS=${3:-9.0}
+cd "$ROOT"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
+PY="$VENV/bin/python"
+say() { echo "check_cuda_build: $*"; }
+
+command -v nvcc >/dev/null || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ] ||
+  { echo "check_cuda_build: FAILED: no nvcc (on PATH or \$CUDA_HOME/bin)" >&2; exit 1; }
+[ -x "$PY" ] || { say "creating $VENV"; python3 -m venv "$VENV"; }
+mkdir -p "$ROOT/build/no-local-wheels"
+say "installing the CUDA build of $TORCH_PIN into $VENV"
+PIP_FIND_LINKS="$ROOT/build/no-local-wheels" PIP_DISABLE_PIP_VERSION_CHECK=1 \
+  "$PY" -m pip install -q "$TORCH_PIN" numpy pyyaml pytest scipy pillow matplotlib setuptools wheel ninja
+"$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'check_cuda_build: FAILED: torch ' + torch.__version__ + ' in the venv has no CUDA')"
+say "$("$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "| GPU visible:", torch.cuda.is_available())')"
+
+say "building pynas with FORCE_CUDA=1 for archs $ARCHS"
+start=$(date +%s)
+FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$ARCHS" MAX_JOBS="${MAX_JOBS:-2}" PIP_DISABLE_PIP_VERSION_CHECK=1 \
+  "$PY" -m pip install -q --no-build-isolation --no-deps --force-reinstall "$ROOT"
+say "built and installed in $(( $(date +%s) - start )) s"
+
+OUTSIDE="$ROOT/build/cuda-check"
+mkdir -p "$OUTSIDE"
+cd "$OUTSIDE"
+PYNAS_EXPECT_ARCHS="$ARCHS" "$PY" - <<'PYEOF'
+import os
+from importlib import metadata
+
+import torch
+import pynas
+
+info = pynas.build_info()
+print("check_cuda_build: pynas", pynas.__file__, info)
+want = sorted(a.strip() for a in os.environ["PYNAS_EXPECT_ARCHS"].replace(" ", ";").split(";") if a.strip())
+problems = []
+if not info["cuda"]:
+    problems.append("build_info() reports no CUDA kernels")
+if sorted(info["cuda_archs"]) != want:
+    problems.append(f"build_info() archs {info['cuda_archs']} != {want}")
+if "site-packages" not in pynas.__file__:
+    problems.append(f"imported {pynas.__file__}, not the venv's install")
+req = [r for r in metadata.requires("pynas") if r.replace(" ", "").startswith("torch==")]
+if req != [f"torch=={torch.__version__.split('+')[0]}"]:
+    problems.append(f"metadata requires {req}, expected torch=={torch.__version__.split('+')[0]}")
+ops = [op for op in ("weighted_sum", "partial_channel_mix", "path_dispatch", "path_combine", "grouped_batch_norm")
+       if not torch._C._dispatch_has_kernel_for_dispatch_key(f"pynas::{op}", "CUDA")]
+if ops:
+    problems.append(f"no CUDA kernel registered for {ops}")
+if problems:
+    raise SystemExit("check_cuda_build: FAILED: " + "; ".join(problems))
+print("check_cuda_build: pynas imports with CUDA kernels for", want, "and every op has a CUDA kernel")
+PYEOF
+
+say "running the test suite against the CUDA build (CUDA tests skip without a GPU)"
+# From outside the checkout, so `import pynas` is the venv's install and not the checkout's CPU build.
+PYNAS_EXPECT_CUDA_BUILD=1 "$PY" -m pytest -q -p no:cacheprovider --rootdir "$ROOT" -c "$ROOT/pyproject.toml" \
+  "$ROOT/tests" ${PYTEST_ARGS:-}
