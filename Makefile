@@ -6,7 +6,7 @@ TORCH_PIN ?= torch==2.13.0
 CUDA_ARCHS ?= 80;90
 PYTEST_ARGS ?=
 
-.PHONY: all deps install test demo fashion-mnist bench check-cuda check-cuda-build check-cuda-emu clean
+.PHONY: all deps install test demo fashion-mnist bench check-cuda check-cuda-build check-cuda-emu cuda-venv clean
 
 all: install
 
@@ -47,14 +47,6 @@ bench: install
 	$(PYTHON) -m bench.supernet
 	$(PYTHON) -m bench.paths
 
-# Compile every CUDA kernel with nvcc alone (no GPU, no CUDA torch needed) for
-# sm_80 and sm_90, and syntax-check the C++ glue against torch's headers.
-check-cuda:
-	@command -v cmake >/dev/null || (apt-get update -qq && apt-get install -y -qq cmake)
-	cmake -S . -B build/cuda-kernels -DPYNAS_KERNELS_ONLY=ON -DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
-	cmake --build build/cuda-kernels -j2
-	bash tools/check_cuda_glue.sh
-
 # The real CUDA build, proven without a GPU: the CUDA build of the pinned torch (and the nvidia-*
 # libraries it needs) from the package index in a git-ignored virtual environment, pynas built
 # with FORCE_CUDA=1 for CUDA_BUILD_ARCHS and installed there, then imported (build_info() must report
@@ -63,6 +55,19 @@ CUDA_VENV ?= .venv-cuda
 CUDA_BUILD_ARCHS ?= 9.0
 check-cuda-build:
 	bash tools/check_cuda_build.sh "$(CUDA_VENV)" "$(TORCH_PIN)" "$(CUDA_BUILD_ARCHS)"
+
+cuda-venv:
+	bash tools/make_cuda_venv.sh "$(CUDA_VENV)" "$(TORCH_PIN)"
+
+# The CMake build (CMakeLists.txt) of the op library against the CUDA torch of CUDA_VENV, for sm_80
+# and sm_90: every kernel, the glue and the link; the library is then loaded and must register a CUDA
+# kernel for every op. No GPU needed.
+check-cuda: cuda-venv
+	@command -v cmake >/dev/null || (apt-get update -qq && apt-get install -y -qq cmake)
+	cmake -S . -B build/cmake-cuda -DPYTHON_EXECUTABLE="$(CURDIR)/$(CUDA_VENV)/bin/python" \
+		-DCMAKE_CUDA_ARCHITECTURES="$(CUDA_ARCHS)"
+	cmake --build build/cmake-cuda -j2
+	$(CUDA_VENV)/bin/python tools/check_op_library.py build/cmake-cuda/libpynas_ops.so
 
 # Every CUDA kernel executed on the CPU under the project's CUDA emulation (tests/cuda_emu/).
 check-cuda-emu:

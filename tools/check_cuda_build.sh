@@ -3,9 +3,7 @@
 #
 #   bash tools/check_cuda_build.sh [VENV] [TORCH_PIN] [ARCHS]     # defaults: .venv-cuda torch==2.13.0 9.0
 #
-# 1. VENV (git-ignored) gets the CUDA build of TORCH_PIN from the package index: the local wheel folder
-#    that pip's configuration lists holds only the CPU build, so it is hidden with an empty
-#    PIP_FIND_LINKS. The nvidia-* libraries torch needs come from the index too. No GPU is needed.
+# 1. VENV (git-ignored) gets the CUDA build of TORCH_PIN from the package index (tools/make_cuda_venv.sh).
 # 2. pynas is built with FORCE_CUDA=1 for ARCHS (kernels and glue compiled and linked into pynas._C)
 #    and installed into VENV (not editable: the checkout's own pynas/_C*.so is the CPU build).
 # 3. From outside the checkout, pynas is imported: build_info() must say cuda=True with ARCHS, and the
@@ -23,13 +21,7 @@ say() { echo "check_cuda_build: $*"; }
 
 command -v nvcc >/dev/null || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ] ||
   { echo "check_cuda_build: FAILED: no nvcc (on PATH or \$CUDA_HOME/bin)" >&2; exit 1; }
-[ -x "$PY" ] || { say "creating $VENV"; python3 -m venv "$VENV"; }
-mkdir -p "$ROOT/build/no-local-wheels"
-say "installing the CUDA build of $TORCH_PIN into $VENV"
-PIP_FIND_LINKS="$ROOT/build/no-local-wheels" PIP_DISABLE_PIP_VERSION_CHECK=1 \
-  "$PY" -m pip install -q "$TORCH_PIN" numpy pyyaml pytest scipy pillow matplotlib setuptools wheel ninja
-"$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'check_cuda_build: FAILED: torch ' + torch.__version__ + ' in the venv has no CUDA')"
-say "$("$PY" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "| GPU visible:", torch.cuda.is_available())')"
+bash "$ROOT/tools/make_cuda_venv.sh" "$VENV" "$TORCH_PIN"
 
 say "building pynas with FORCE_CUDA=1 for archs $ARCHS"
 start=$(date +%s)
