@@ -13,6 +13,13 @@
 
 #include "kernels.h"
 
+// The largest flat index the launchers let a kernel's 32-bit index variant
+// handle (above it they pick the int64_t variant). Only tests override it
+// (tests/cuda_emu lowers it to run the int64_t variants on small inputs).
+#ifndef PYNAS_CUDA_INDEX32_LIMIT
+#define PYNAS_CUDA_INDEX32_LIMIT INT32_MAX
+#endif
+
 namespace pynas {
 namespace cuda {
 namespace detail {

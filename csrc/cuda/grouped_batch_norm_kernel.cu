@@ -375,7 +375,7 @@ cudaError_t walk_launch(const NcsWalk& walk, Launch&& launch) {
   const int64_t d1 = walk.channels_inner ? walk.s : walk.c;
   const int64_t packs = walk.packs_per_row();
   const int64_t total = walk.total();
-  if (total <= INT32_MAX) {
+  if (total <= PYNAS_CUDA_INDEX32_LIMIT) {
     launch(static_cast<uint32_t>(d1), static_cast<uint32_t>(packs), static_cast<uint32_t>(total));
   } else {
     launch(d1, packs, total);

@@ -70,7 +70,7 @@ cudaError_t forward_launch(const Ptrs& ys, int k, NcsStrides ys_st, const acc_t<
   const int64_t d1 = walk.channels_inner ? walk.s : walk.c;
   const int64_t packs = walk.packs_per_row();
   const int64_t total = walk.total();
-  if (total <= INT32_MAX) {
+  if (total <= PYNAS_CUDA_INDEX32_LIMIT) {
     auto kernel = pcm_forward_kernel<T, V, uint32_t, Ptrs>;
     kernel<<<grid_for(kernel, kThreads, total), kThreads, 0, stream>>>(
         ys, k, ys_st, w, per_sample, x, x_st, out, out_st, static_cast<uint32_t>(d1), static_cast<uint32_t>(packs),
@@ -138,7 +138,7 @@ cudaError_t unshuffle_launch(const U* grad, NcsStrides g_st, U* sel, NcsStrides 
   const int64_t d1 = walk.channels_inner ? walk.s : walk.c;
   const int64_t packs = walk.packs_per_row();
   const int64_t total = walk.total();
-  if (total <= INT32_MAX && groups * cg <= INT32_MAX) {
+  if (total <= PYNAS_CUDA_INDEX32_LIMIT && groups * cg <= PYNAS_CUDA_INDEX32_LIMIT) {
     auto kernel = pcm_unshuffle_kernel<U, V, uint32_t>;
     kernel<<<grid_for(kernel, kThreads, total), kThreads, 0, stream>>>(
         grad, g_st, sel, sel_st, gx, gx_st, static_cast<uint32_t>(d1), static_cast<uint32_t>(packs),

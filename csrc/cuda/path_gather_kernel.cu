@@ -83,7 +83,7 @@ cudaError_t dispatch_typed(const void* x, int64_t rows, int64_t row_bytes, const
                            int64_t num_buckets, cudaStream_t stream) {
   const int64_t upr = row_bytes / static_cast<int64_t>(sizeof(U));
   const int64_t total = rows * upr;
-  const bool small = total <= INT32_MAX;
+  const bool small = total <= PYNAS_CUDA_INDEX32_LIMIT;
   for (int64_t b0 = 0; b0 < num_buckets; b0 += kMaxInlineBuckets) {
     const int64_t nb = num_buckets - b0 < kMaxInlineBuckets ? num_buckets - b0 : kMaxInlineBuckets;
     InlinePtrs<U, kMaxInlineBuckets> dst{};
@@ -110,7 +110,7 @@ cudaError_t combine_typed(const void* const* ys, int64_t num_buckets, const int6
                           int64_t row_bytes, void* out, cudaStream_t stream) {
   const int64_t upr = row_bytes / static_cast<int64_t>(sizeof(U));
   const int64_t total = rows * upr;
-  const bool small = total <= INT32_MAX;
+  const bool small = total <= PYNAS_CUDA_INDEX32_LIMIT;
   for (int64_t b0 = 0; b0 < num_buckets; b0 += kMaxInlineBuckets) {
     const int64_t nb = num_buckets - b0 < kMaxInlineBuckets ? num_buckets - b0 : kMaxInlineBuckets;
     InlinePtrs<const U, kMaxInlineBuckets> src{};
@@ -137,7 +137,7 @@ cudaError_t combine_residual_typed(const void* const* ys, int64_t num_buckets, c
                                    int64_t row_elems, const void* residual, void* out, cudaStream_t stream) {
   const int64_t ppr = row_elems / V;
   const int64_t total = rows * ppr;
-  const bool small = total <= INT32_MAX;
+  const bool small = total <= PYNAS_CUDA_INDEX32_LIMIT;
   for (int64_t b0 = 0; b0 < num_buckets; b0 += kMaxInlineBuckets) {
     const int64_t nb = num_buckets - b0 < kMaxInlineBuckets ? num_buckets - b0 : kMaxInlineBuckets;
     InlinePtrs<const T, kMaxInlineBuckets> src{};

@@ -68,7 +68,7 @@ cudaError_t forward_launch(const Ptrs& ptrs, int k, const acc_t<T>* w, int64_t s
                            cudaStream_t stream) {
   const int64_t packs = ceil_div(inner, V);
   const int64_t total = samples * packs;
-  if (samples * inner <= INT32_MAX) {  // then every index fits in 32 bits
+  if (samples * inner <= PYNAS_CUDA_INDEX32_LIMIT) {  // then every index fits in 32 bits
     auto kernel = weighted_sum_forward_kernel<T, V, uint32_t, Ptrs>;
     kernel<<<grid_for(kernel, kThreads, total), kThreads, 0, stream>>>(
         ptrs, k, w, static_cast<uint32_t>(samples), static_cast<uint32_t>(inner), static_cast<uint32_t>(packs), out);
@@ -197,7 +197,8 @@ void backward_launch(const T* grad, const InlinePtrs<const T, kMaxInlineInputs>&
   const int64_t packs = ceil_div(inner, V);
   const int64_t items = samples * bps;
   // 32-bit indices when every index and loop bound of the kernel fits.
-  const bool small = samples * inner <= INT32_MAX && items <= INT32_MAX && packs + bps * kThreads <= INT32_MAX;
+  const bool small = samples * inner <= PYNAS_CUDA_INDEX32_LIMIT && items <= PYNAS_CUDA_INDEX32_LIMIT &&
+                     packs + bps * kThreads <= PYNAS_CUDA_INDEX32_LIMIT;
   if (small) {
     auto kernel = weighted_sum_backward_kernel<T, V, uint32_t>;
     // At most one block per item; grid_for counts threads, so scale by kThreads.
