@@ -185,15 +185,92 @@ inline int sm_count() {
   return n;
 }
 
+// Occupancy queries made by occupancy_per_sm (cache misses): what tests read
+// to check that a repeated launch is answered from the cache.
+inline std::atomic<long>& occupancy_queries() {
+  static std::atomic<long> count{0};
+  return count;
+}
+
+// cudaOccupancyMaxActiveBlocksPerMultiprocessor(kernel, threads, 0) on the
+// current device, cached per (kernel, block size, device): the query costs
+// microseconds and grid_for runs on every launch. The cache is a fixed
+// lock-free open-addressing table (one slot per key, never evicted; kernels
+// x block sizes x devices stay in the hundreds). A slot is claimed by one
+// CAS on its state (empty -> writing), filled, then published (ready, with
+// release); readers use only acquire loads, so the hot path is a hash and a
+// few loads. A thread that finds a slot being written, or a full table,
+// queries without caching (correct, only slower).
+struct OccupancySlot {
+  std::atomic<int> state{0};  // 0 empty, 1 being written, 2 ready
+  std::atomic<const void*> fn{nullptr};
+  std::atomic<int64_t> key{0};  // threads | device << 32
+  std::atomic<int> per_sm{0};
+};
+constexpr int kOccupancySlots = 1024;  // a power of two
+
+inline OccupancySlot* occupancy_table() {
+  static OccupancySlot table[kOccupancySlots];
+  return table;
+}
+
+template <typename Kernel>
+inline int occupancy_per_sm(Kernel kernel, int threads) {
+  OccupancySlot* table = occupancy_table();
+  const void* fn = reinterpret_cast<const void*>(kernel);
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) dev = -1;
+  const int64_t key = static_cast<int64_t>(static_cast<uint32_t>(threads)) | (static_cast<int64_t>(dev) << 32);
+  auto query = [&]() {
+    occupancy_queries().fetch_add(1, std::memory_order_relaxed);
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess || per_sm < 1) {
+      return 0;  // failed: the caller uses 1 and caches nothing
+    }
+    return per_sm;
+  };
+  uint64_t h = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(fn)) ^
+               (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull);
+  h ^= h >> 29;
+  h *= 0xBF58476D1CE4E5B9ull;
+  h ^= h >> 32;
+  for (int probe = 0; probe < kOccupancySlots; ++probe) {
+    OccupancySlot& slot = table[(h + static_cast<uint64_t>(probe)) & (kOccupancySlots - 1)];
+    int state = slot.state.load(std::memory_order_acquire);
+    if (state == 0) {
+      int expected = 0;
+      if (!slot.state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+        state = expected;  // another thread claimed it: look at what it holds
+      } else {
+        const int per_sm = query();
+        if (per_sm == 0) {
+          slot.state.store(0, std::memory_order_release);
+          return 1;
+        }
+        slot.fn.store(fn, std::memory_order_relaxed);
+        slot.key.store(key, std::memory_order_relaxed);
+        slot.per_sm.store(per_sm, std::memory_order_relaxed);
+        slot.state.store(2, std::memory_order_release);
+        return per_sm;
+      }
+    }
+    if (state == 1) {  // being written (maybe our key): do not wait
+      const int per_sm = query();
+      return per_sm > 0 ? per_sm : 1;
+    }
+    if (slot.fn.load(std::memory_order_relaxed) == fn && slot.key.load(std::memory_order_relaxed) == key) {
+      return slot.per_sm.load(std::memory_order_relaxed);
+    }
+  }
+  const int per_sm = query();  // table full
+  return per_sm > 0 ? per_sm : 1;
+}
+
 // Blocks for a grid-stride kernel over `items` work items of one thread
 // each: no more than fit on the device at once.
 template <typename Kernel>
 inline unsigned grid_for(Kernel kernel, int threads, int64_t items) {
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess || per_sm < 1) {
-    per_sm = 1;
-  }
-  const int64_t full = static_cast<int64_t>(sm_count()) * per_sm;
+  const int64_t full = static_cast<int64_t>(sm_count()) * occupancy_per_sm(kernel, threads);
   int64_t need = (items + threads - 1) / threads;
   if (need < 1) need = 1;
   return static_cast<unsigned>(need < full ? need : full);

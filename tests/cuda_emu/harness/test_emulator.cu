@@ -288,6 +288,49 @@ void test_devices(Suite& suite) {
   cudaSetDevice(0);
 }
 
+// ------------------------------------------------------------- occupancy cache
+// grid_for caches cudaOccupancyMaxActiveBlocksPerMultiprocessor per (kernel,
+// block size, device): a repeated launch must not query again.
+__global__ void occupancy_probe_kernel(int* out) { out[0] = 2; }
+
+void test_occupancy_cache(Suite& suite) {
+  using pynas::cuda::detail::grid_for;
+  using pynas::cuda::detail::occupancy_queries;
+  Compare cmp(suite, "occupancy cache", "one query per (kernel, block size, device)");
+  cudaSetDevice(0);
+  const long q0 = occupancy_queries().load();
+  const unsigned g1 = grid_for(occupancy_probe_kernel, 256, 1 << 20);
+  const long q1 = occupancy_queries().load();
+  const unsigned g2 = grid_for(occupancy_probe_kernel, 256, 1 << 20);
+  const long q2 = occupancy_queries().load();
+  cmp.close("first call queries once", static_cast<double>(q1 - q0), 1, 0);
+  cmp.close("second identical call does not query", static_cast<double>(q2 - q1), 0, 0);
+  cmp.close("same answer (4 SMs x 8 blocks)", g1, 32, 0);
+  cmp.close("same answer again", g2, 32, 0);
+  grid_for(occupancy_probe_kernel, 128, 1 << 20);  // another block size: its own entry
+  cmp.close("other block size queries", static_cast<double>(occupancy_queries().load() - q2), 1, 0);
+  cudaSetDevice(1);  // another device (1 SM, 512 threads/SM): its own entry, its own answer
+  const long q3 = occupancy_queries().load();
+  const unsigned g3 = grid_for(occupancy_probe_kernel, 256, 1 << 20);
+  grid_for(occupancy_probe_kernel, 256, 1 << 20);
+  cmp.close("other device queries once", static_cast<double>(occupancy_queries().load() - q3), 1, 0);
+  cmp.close("other device answer (1 SM x 2 blocks)", g3, 2, 0);
+  cudaSetDevice(0);
+  // Through a launcher: the second identical call is answered from the cache.
+  const int64_t n = 2, c = 4, s = 8;
+  std::vector<float> grad(n * c * s, 1.0f), gx(n * c * s, 0.0f);
+  const pynas::cuda::NcsStrides st{c * s, s, 1};
+  long per_call[2];
+  for (int r = 0; r < 2; ++r) {
+    const long before = occupancy_queries().load();
+    const cudaError_t err = pynas::cuda::launch_partial_channel_mix_unshuffle(
+        kFloat32, grad.data(), st, nullptr, st, gx.data(), st, n, c, s, 2, nullptr);
+    cmp.truth(strf("launcher call %d", r), err == cudaSuccess, "failed");
+    per_call[r] = occupancy_queries().load() - before;
+  }
+  cmp.close("launcher: second identical call does not query", static_cast<double>(per_call[1]), 0, 0);
+}
+
 // ------------------------------------------------------------- rewrite forms
 // A templated launch expression, a template-dependent __shared__ type with
 // __align__, and dynamic shared memory.
@@ -328,6 +371,7 @@ void test_emulator(Suite& suite) {
   test_indices(suite);
   test_launch_limits(suite);
   test_devices(suite);
+  test_occupancy_cache(suite);
 }
 
 Register r("emulator", "the emulator: conversions, collectives, barriers, shared memory, launches, devices",
