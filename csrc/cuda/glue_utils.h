@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -46,24 +47,6 @@ inline void check_cuda_tensor(const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.is_cuda(), name, " must be on a CUDA device for the CUDA kernel, got ", t.device());
 }
 
-// The launchers of weighted_sum read flat storage (sample stride = inner):
-// tensors with a larger sample stride are copied into dense ones.
-inline std::vector<at::Tensor> dense_sample_blocks(const SampleBlocks& b) {
-  std::vector<at::Tensor> out;
-  out.reserve(b.tensors.size());
-  for (size_t i = 0; i < b.tensors.size(); ++i) {
-    const at::Tensor& t = b.tensors[i];
-    if (b.sample_strides[i] == b.inner || t.dim() == 0 || t.size(0) <= 1 || t.numel() == 0) {
-      out.push_back(t);
-    } else {
-      at::Tensor dense = empty_sample_blocks_like(t);
-      dense.copy_(t);
-      out.push_back(dense);
-    }
-  }
-  return out;
-}
-
 // Copies a CPU int64 tensor to `device` through pinned memory with a
 // non-blocking copy on the current stream: no host synchronization (the
 // caching host allocator keeps the pinned block until the copy is done).
@@ -80,6 +63,31 @@ inline at::Tensor pointer_table(const std::vector<const void*>& ptrs, const at::
   int64_t* p = host.data_ptr<int64_t>();
   for (size_t i = 0; i < ptrs.size(); ++i) p[i] = static_cast<int64_t>(reinterpret_cast<uintptr_t>(ptrs[i]));
   return upload_int64(host, device);
+}
+
+// Device arrays of input pointers and their sample strides, in one upload
+// (int64 [2k]: k pointers, then k strides): for weighted_sum launches with
+// more inputs than fit in the kernel parameters.
+struct InputTable {
+  at::Tensor table;
+  const void* const* ptrs = nullptr;
+  const int64_t* strides = nullptr;
+};
+inline InputTable input_table(const std::vector<const void*>& ptrs, const std::vector<int64_t>& strides,
+                              const at::Device& device) {
+  const int64_t k = static_cast<int64_t>(ptrs.size());
+  at::Tensor host = at::empty({2 * k}, at::TensorOptions().dtype(at::kLong));
+  int64_t* p = host.data_ptr<int64_t>();
+  for (int64_t i = 0; i < k; ++i) {
+    p[i] = static_cast<int64_t>(reinterpret_cast<uintptr_t>(ptrs[i]));
+    p[k + i] = strides[i];
+  }
+  InputTable t;
+  t.table = upload_int64(host, device);
+  const int64_t* d = t.table.const_data_ptr<int64_t>();
+  t.ptrs = reinterpret_cast<const void* const*>(d);
+  t.strides = d + k;
+  return t;
 }
 
 // Range check of integer labels that live on the device (checked_choices
@@ -102,6 +110,60 @@ inline at::Tensor labels_on_device(const at::Tensor& c, int64_t k, const at::Dev
   if (c.is_cpu()) return upload_int64(c.contiguous(), device);
   check_device_range(c, k, name, range_name);
   return c.contiguous();
+}
+
+// Group labels on the device and, when with_index, the group index of the
+// grouped_batch_norm reductions (kernels.h: int64 [k + 1 + n], offsets then
+// the samples in group order, stable). labels: int64 [n], on the CPU already
+// range-checked, or on `device`. Host labels: the index is built on the host
+// and uploaded with the labels in one non-blocking pinned upload, no sync.
+// Device labels: a stable sort and searchsorted on the device, and the one
+// sync of the range check (before any launch reads them).
+struct DeviceGroups {
+  at::Tensor labels;  // int64 [n]
+  at::Tensor index;   // int64 [k + 1 + n], only when asked for
+};
+inline DeviceGroups groups_on_device(const at::Tensor& labels, int64_t k, const at::Device& device, bool with_index,
+                                     const char* name, const char* range_name) {
+  DeviceGroups out;
+  const int64_t n = labels.size(0);
+  if (labels.is_cpu()) {
+    const at::Tensor c = labels.contiguous();
+    if (!with_index) {
+      out.labels = upload_int64(c, device);
+      return out;
+    }
+    at::Tensor host = at::empty({n + k + 1 + n}, at::TensorOptions().dtype(at::kLong));
+    int64_t* h = host.data_ptr<int64_t>();
+    const int64_t* l = c.const_data_ptr<int64_t>();
+    int64_t* offsets = h + n;
+    int64_t* members = offsets + k + 1;
+    std::copy(l, l + n, h);
+    std::fill(offsets, offsets + k + 1, 0);
+    for (int64_t i = 0; i < n; ++i) ++offsets[l[i] + 1];
+    for (int64_t g = 0; g < k; ++g) offsets[g + 1] += offsets[g];
+    std::vector<int64_t> next(offsets, offsets + k);
+    for (int64_t i = 0; i < n; ++i) members[next[l[i]]++] = i;  // increasing i: stable
+    const at::Tensor up = upload_int64(host, device);
+    out.labels = up.slice(0, 0, n);
+    out.index = up.slice(0, n, n + k + 1 + n);
+    return out;
+  }
+  out.labels = labels.contiguous();
+  if (with_index) {
+    const auto opts = out.labels.options();
+    if (n == 0) {
+      out.index = at::zeros({k + 1}, opts);
+    } else {
+      // Out-of-range labels are clamped here and rejected below, before any use.
+      const at::Tensor c = out.labels.clamp(0, k - 1);
+      const auto sorted = at::sort(c, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+      const at::Tensor offsets = at::searchsorted(std::get<0>(sorted), at::arange(k + 1, opts));
+      out.index = at::cat({offsets, std::get<1>(sorted)}).contiguous();
+    }
+  }
+  check_device_range(out.labels, k, name, range_name);  // the one sync
+  return out;
 }
 
 // What the path kernels need: bucket sizes on the host, and an int64 [2, n]

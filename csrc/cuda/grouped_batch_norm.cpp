@@ -2,9 +2,10 @@
 // csrc/cpu/grouped_batch_norm.cpp (same checks, layouts, outputs) around the
 // kernels of grouped_batch_norm_kernel.cu.
 //
-// Synchronization: none when groups are on the CPU (checked on the host,
-// uploaded with a non-blocking copy from pinned memory); one when they are on
-// the device (their range check).
+// Synchronization: none when groups are on the CPU (checked on the host, the
+// group index built there, both uploaded in one non-blocking copy from
+// pinned memory); one when they are on the device (their range check; the
+// group index is built there by a stable sort).
 #include <torch/library.h>
 
 #include <array>
@@ -36,7 +37,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_cuda(
   const auto acc = accumulate_type(x.scalar_type());
   const cuda::DType dtype = kernel_dtype(x.scalar_type());
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  const at::Tensor groups = labels_on_device(in.groups, num_groups, x.device(), "groups", "num_groups");
+  // The group index only for the batch statistics (the reductions' merges).
+  const DeviceGroups dg = groups_on_device(in.groups, num_groups, x.device(), /*with_index=*/!have_mean, "groups",
+                                           "num_groups");
+  const at::Tensor& groups = dg.labels;
   at::Tensor mean, invstd;
   if (have_mean) {
     // A copy: an output must not alias an input (the caller may update it in place).
@@ -50,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_cuda(
     at::Tensor workspace;
     if (x.numel() > 0) workspace = at::empty({2 * v.n * parts * v.c}, x.options().dtype(at::kDouble));
     C10_CUDA_CHECK(cuda::launch_grouped_batch_norm_stats(
-        dtype, x.const_data_ptr(), xs, v.n, v.c, v.s, groups.const_data_ptr<int64_t>(), num_groups, parts, eps,
+        dtype, x.const_data_ptr(), xs, v.n, v.c, v.s, dg.index.const_data_ptr<int64_t>(), num_groups, parts, eps,
         workspace.defined() ? workspace.mutable_data_ptr<double>() : nullptr, mean.mutable_data_ptr(),
         invstd.mutable_data_ptr(), stream));
   }
@@ -86,10 +90,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_backward_cuda(
   const auto acc_opts = x.options().dtype(acc);
   const cuda::DType dtype = kernel_dtype(x.scalar_type());
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  const at::Tensor groups = labels_on_device(in.groups, num_groups, x.device(), "groups", "num_groups");
   const bool want_w = output_mask[1] && in.weight.defined();
   const bool want_x_coefs = output_mask[0] && batch_stats;
   const bool need_sums = want_w || output_mask[2] || want_x_coefs;
+  // The group index only for the reductions.
+  const DeviceGroups dg = groups_on_device(in.groups, num_groups, x.device(), /*with_index=*/need_sums, "groups",
+                                           "num_groups");
+  const at::Tensor& groups = dg.labels;
 
   // Both come back in the accumulate dtype; the caller casts to the parameters'.
   at::Tensor grad_w = want_w ? at::empty({v.c}, acc_opts) : at::empty({0}, acc_opts);
@@ -105,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_backward_cuda(
     at::Tensor workspace = at::empty({2 * units + 2 * num_groups * v.c}, x.options().dtype(at::kDouble));
     C10_CUDA_CHECK(cuda::launch_grouped_batch_norm_backward_reduce(
         dtype, grad.const_data_ptr(), gs, x.const_data_ptr(), xs, v.n, v.c, v.s, groups.const_data_ptr<int64_t>(),
-        num_groups, parts, mean.const_data_ptr(), invstd.const_data_ptr(), workspace.mutable_data_ptr<double>(),
+        dg.index.const_data_ptr<int64_t>(), num_groups, parts, mean.const_data_ptr(), invstd.const_data_ptr(), workspace.mutable_data_ptr<double>(),
         want_x_coefs ? coef_a.mutable_data_ptr() : nullptr, want_x_coefs ? coef_b.mutable_data_ptr() : nullptr,
         want_w ? grad_w.mutable_data_ptr() : nullptr, output_mask[2] ? grad_b.mutable_data_ptr() : nullptr,
         stream));

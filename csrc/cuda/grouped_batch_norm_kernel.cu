@@ -5,9 +5,14 @@
 // (sample, part of S, channel) "unit" in double: moments (count, mean, M2) by
 // exact per-batch moments merged with Chan et al.'s update (forward), or
 // plain sums (backward). Stage 2 merges, per (group, channel), the units of
-// the group's samples in a fixed order: lane l of a warp takes units
-// l, l + 32, ... (sample-major), then the lanes are merged in a fixed tree.
-// No atomics, so results are bit-identical from run to run.
+// the group's samples in a fixed order: with the entries e = n * parts + p
+// numbered sample-major over the whole batch, lane l of a warp takes the
+// group's entries with e % 32 == l in increasing order, then the lanes are
+// merged in a fixed tree. No atomics, so results are bit-identical from run
+// to run. A per-group index (offsets and the member samples in increasing
+// order, built once by the caller) lets a warp visit only its group's
+// entries: O(C * N * parts) merge work in all instead of O(G * C * N * parts)
+// (same entries, same order, same results as a scan of every entry).
 #include "device_utils.cuh"
 
 namespace pynas {
@@ -114,26 +119,37 @@ __device__ __forceinline__ int64_t part_count(int64_t s, int64_t p, int64_t chun
   return left <= 0 ? 0 : (left < chunk ? left : chunk);
 }
 
-// Stage 2 of the statistics: one warp per (group, channel).
+// First part p >= 0 of sample entry base = n * parts with (base + p) % 32 == lane.
+__device__ __forceinline__ int64_t first_part_of_lane(int64_t base, int lane) {
+  return static_cast<int64_t>((lane - static_cast<int>(base % kWarp) + kWarp) % kWarp);
+}
+
+// Stage 2 of the statistics: one warp per (group, channel), over the group's
+// members only (group_offsets / group_members: the group index of
+// kernels.h; null when there are no entries at all).
 template <typename A>
 __global__ void gbn_stats_merge_kernel(const double* __restrict__ w_mean, const double* __restrict__ w_m2,
-                                       const int64_t* __restrict__ groups, int64_t n, int64_t c, int64_t s,
+                                       const int64_t* __restrict__ group_offsets,
+                                       const int64_t* __restrict__ group_members, int64_t c, int64_t s,
                                        int64_t parts, int64_t chunk, int64_t num_groups, double eps,
                                        A* __restrict__ mean_out, A* __restrict__ invstd_out) {
   const int lane = threadIdx.x & (kWarp - 1);
   const int64_t units = num_groups * c;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (kThreads / kWarp);
-  const int64_t entries = n * parts;
   for (int64_t u = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / kWarp; u < units; u += warps) {
     const int64_t g = u / c;
     const int64_t ch = u - g * c;
     Moments m{0, 0.0, 0.0};
-    for (int64_t e = lane; e < entries; e += kWarp) {
-      const int64_t nn = e / parts;
-      if (groups[nn] != g) continue;
-      const int64_t cnt = part_count(s, e - nn * parts, chunk);
-      if (cnt == 0) continue;
-      merge_moments(m, cnt, w_mean[e * c + ch], w_m2[e * c + ch]);
+    const int64_t j0 = group_offsets != nullptr ? group_offsets[g] : 0;
+    const int64_t j1 = group_offsets != nullptr ? group_offsets[g + 1] : 0;
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t base = group_members[j] * parts;
+      for (int64_t p = first_part_of_lane(base, lane); p < parts; p += kWarp) {
+        const int64_t cnt = part_count(s, p, chunk);
+        if (cnt == 0) continue;
+        const int64_t e = base + p;
+        merge_moments(m, cnt, w_mean[e * c + ch], w_m2[e * c + ch]);
+      }
     }
     warp_merge_moments(m);
     if (lane == 0) {
@@ -222,25 +238,29 @@ __global__ void gbn_sums_col_kernel(const T* __restrict__ dy, NcsStrides dy_st, 
 // grad_x.
 template <typename A>
 __global__ void gbn_sums_merge_kernel(const double* __restrict__ w_a, const double* __restrict__ w_b,
-                                      const int64_t* __restrict__ groups, int64_t n, int64_t c, int64_t s,
+                                      const int64_t* __restrict__ group_offsets,
+                                      const int64_t* __restrict__ group_members, int64_t c, int64_t s,
                                       int64_t parts, int64_t num_groups, const A* __restrict__ invstd,
                                       double* __restrict__ sum_a, double* __restrict__ sum_b, A* __restrict__ coef_a,
                                       A* __restrict__ coef_b) {
   const int lane = threadIdx.x & (kWarp - 1);
   const int64_t units = num_groups * c;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (kThreads / kWarp);
-  const int64_t entries = n * parts;
   for (int64_t u = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) / kWarp; u < units; u += warps) {
     const int64_t g = u / c;
     const int64_t ch = u - g * c;
     double a = 0.0, b = 0.0;
     long long samples = 0;
-    for (int64_t e = lane; e < entries; e += kWarp) {
-      const int64_t nn = e / parts;
-      if (groups[nn] != g) continue;
-      if (e - nn * parts == 0) ++samples;
-      a += w_a[e * c + ch];
-      b += w_b[e * c + ch];
+    const int64_t j0 = group_offsets != nullptr ? group_offsets[g] : 0;
+    const int64_t j1 = group_offsets != nullptr ? group_offsets[g + 1] : 0;
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t base = group_members[j] * parts;
+      for (int64_t p = first_part_of_lane(base, lane); p < parts; p += kWarp) {
+        if (p == 0) ++samples;
+        const int64_t e = base + p;
+        a += w_a[e * c + ch];
+        b += w_b[e * c + ch];
+      }
     }
     a = warp_sum(a);
     b = warp_sum(b);
@@ -395,21 +415,24 @@ int64_t grouped_batch_norm_parts(int64_t n, int64_t c, int64_t s, bool s_inner) 
   int64_t parts = ceil_div(target, n * c * threads_per_unit);
   const int64_t by_size = s / min_per_part;
   if (parts > by_size) parts = by_size;
-  // Stage 2 merges n * parts units per (group, channel) with one warp.
-  const int64_t by_merge = 8192 / n;
+  // Stage 2 visits only a group's own entries (the group index), so the
+  // merge work in all is one visit per stage-1 unit, whatever the number of
+  // groups; this cap only bounds one warp's serial chain when a single group
+  // holds every sample (n * parts entries, 512 per lane).
+  const int64_t by_merge = 16384 / n;
   if (parts > by_merge) parts = by_merge;
   return parts < 1 ? 1 : parts;
 }
 
 cudaError_t launch_grouped_batch_norm_stats(DType dtype, const void* x, NcsStrides x_st, int64_t n, int64_t c,
-                                            int64_t s, const int64_t* groups, int64_t num_groups, int64_t parts,
-                                            double eps, double* workspace, void* mean_out, void* invstd_out,
-                                            cudaStream_t stream) {
+                                            int64_t s, const int64_t* group_index, int64_t num_groups,
+                                            int64_t parts, double eps, double* workspace, void* mean_out,
+                                            void* invstd_out, cudaStream_t stream) {
   if (n < 0 || c < 0 || s < 0 || num_groups < 0 || parts < 1) return cudaErrorInvalidValue;
   if (num_groups == 0 || c == 0) return cudaSuccess;
   if (mean_out == nullptr || invstd_out == nullptr) return cudaErrorInvalidValue;
   const bool empty = n == 0 || s == 0;
-  if (!empty && (x == nullptr || groups == nullptr || workspace == nullptr)) return cudaErrorInvalidValue;
+  if (!empty && (x == nullptr || group_index == nullptr || workspace == nullptr)) return cudaErrorInvalidValue;
   return dispatch_float(dtype, [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     using A = acc_t<T>;
@@ -443,8 +466,8 @@ cudaError_t launch_grouped_batch_norm_stats(DType dtype, const void* x, NcsStrid
     if (err != cudaSuccess) return err;
     auto merge = gbn_stats_merge_kernel<A>;
     merge<<<grid_for_warps(merge, num_groups * c), kThreads, 0, stream>>>(
-        w_mean, w_m2, groups, n, c, s, parts, chunk, num_groups, eps, static_cast<A*>(mean_out),
-        static_cast<A*>(invstd_out));
+        w_mean, w_m2, group_index, group_index + num_groups + 1, c, s, parts, chunk, num_groups, eps,
+        static_cast<A*>(mean_out), static_cast<A*>(invstd_out));
     return cudaGetLastError();
   });
 }
@@ -490,7 +513,8 @@ cudaError_t launch_grouped_batch_norm_apply(DType dtype, const void* x, NcsStrid
 
 cudaError_t launch_grouped_batch_norm_backward_reduce(DType dtype, const void* dy, NcsStrides dy_st,
                                                       const void* x, NcsStrides x_st, int64_t n, int64_t c,
-                                                      int64_t s, const int64_t* groups, int64_t num_groups,
+                                                      int64_t s, const int64_t* groups,
+                                                      const int64_t* group_index, int64_t num_groups,
                                                       int64_t parts, const void* mean, const void* invstd,
                                                       double* workspace, void* coef_a, void* coef_b,
                                                       void* grad_weight, void* grad_bias, cudaStream_t stream) {
@@ -507,8 +531,8 @@ cudaError_t launch_grouped_batch_norm_backward_reduce(DType dtype, const void* d
     return c > 0 ? cudaGetLastError() : cudaSuccess;
   }
   const bool empty = n == 0 || s == 0;
-  if (workspace == nullptr || invstd == nullptr || (!empty && (dy == nullptr || x == nullptr || mean == nullptr ||
-                                                              groups == nullptr))) {
+  if (workspace == nullptr || invstd == nullptr ||
+      (!empty && (dy == nullptr || x == nullptr || mean == nullptr || groups == nullptr || group_index == nullptr))) {
     return cudaErrorInvalidValue;
   }
   return dispatch_float(dtype, [&](auto tag) -> cudaError_t {
@@ -547,8 +571,10 @@ cudaError_t launch_grouped_batch_norm_backward_reduce(DType dtype, const void* d
     {
       // With no elements (empty) there are no units: sums 0.
       auto merge = gbn_sums_merge_kernel<A>;
+      const int64_t* offsets = empty ? nullptr : group_index;
+      const int64_t* members = empty ? nullptr : group_index + num_groups + 1;
       merge<<<grid_for_warps(merge, num_groups * c), kThreads, 0, stream>>>(
-          w_a, w_b, groups, empty ? 0 : n, c, s, parts, num_groups, ip, sum_a, sum_b, static_cast<A*>(coef_a),
+          w_a, w_b, offsets, members, c, s, parts, num_groups, ip, sum_a, sum_b, static_cast<A*>(coef_a),
           static_cast<A*>(coef_b));
       const cudaError_t err = cudaGetLastError();
       if (err != cudaSuccess) return err;

@@ -35,32 +35,49 @@ struct NcsStrides {
 };
 
 // ------------------------------------------------------------- weighted_sum
-// Every x, out and grad share one dense batch-major layout of samples * inner
-// elements (flat storage); sample i is [i * inner, (i + 1) * inner).
-// weights: acc [samples, k] (samples = 1 for weights of shape [K]).
+// Every x, out and grad is `samples` blocks of `inner` elements sharing one
+// inner layout (elementwise ops see a block as flat storage): block i of a
+// tensor starts at its base + i * (its sample stride). Sample strides are
+// >= inner (blocks never overlap; gaps between them are neither read nor
+// written); the outputs (out, grad_xs) are dense: sample stride inner.
+// A stride array may be null: every stride is then inner.
+// weights: acc [w_samples, k] with w_samples = samples (per-sample weights)
+// or 1 (weights of shape [K], shared by every sample).
+// Dense inputs with shared weights take a flat path (one block of
+// samples * inner); 16-byte packs are used when every base is 16-byte
+// aligned and, with several blocks, inner and the strides are multiples of
+// the pack width.
 
 // out = sum_k weights[sample, k] * xs[k]. xs: host array of k device
-// pointers. xs_device: a device array holding the same k pointers; read only
-// (and then required) when k > kMaxInlineInputs, may be null otherwise.
-cudaError_t launch_weighted_sum_forward(DType dtype, const void* const* xs, const void* const* xs_device, int64_t k,
-                                        const void* weights, int64_t samples, int64_t inner, void* out,
-                                        cudaStream_t stream);
+// pointers, xs_sample_strides: host array of their k sample strides (or
+// null). xs_device / xs_strides_device: device arrays holding the same k
+// pointers / k strides; read only (and then required) when
+// k > kMaxInlineInputs (xs_strides_device only when some stride is not
+// inner), may be null otherwise.
+cudaError_t launch_weighted_sum_forward(DType dtype, const void* const* xs, const void* const* xs_device,
+                                        const int64_t* xs_sample_strides, const int64_t* xs_strides_device,
+                                        int64_t k, const void* weights, int64_t w_samples, int64_t samples,
+                                        int64_t inner, void* out, cudaStream_t stream);
 
 // Blocks per sample the backward should use (any value >= 1 is correct;
 // this one fills the current device). Sizes the partial buffer below.
 int64_t weighted_sum_backward_blocks_per_sample(int64_t samples, int64_t inner);
 
 // grad_xs[k] = weights[sample, k] * grad for every non-null grad_xs[k];
-// grad_weights[sample, k] = sum over the sample's elements of grad * xs[k]
-// (acc [samples, k]) when grad_weights is non-null: then partial, a double
-// buffer of samples * blocks_per_sample * k elements, is its workspace, and
-// xs are read (only then). xs, grad_xs: host arrays of k device pointers (entries of
-// grad_xs may be null). Inputs beyond kMaxInlineInputs are handled by more
-// launches (grad is then read once per group of kMaxInlineInputs inputs).
-cudaError_t launch_weighted_sum_backward(DType dtype, const void* grad, const void* const* xs,
-                                         void* const* grad_xs, int64_t k, const void* weights, int64_t samples,
-                                         int64_t inner, int64_t blocks_per_sample, double* partial,
-                                         void* grad_weights, cudaStream_t stream);
+// grad_weights[s, k] = sum over sample s's elements of grad * xs[k]
+// (acc [w_samples, k]; with shared weights the sum over every sample) when
+// grad_weights is non-null: then partial, a double buffer of
+// samples * blocks_per_sample * k elements, is its workspace, and xs (with
+// xs_sample_strides, may be null) are read (only then). grad has sample
+// stride grad_sample_stride. xs, grad_xs: host arrays of k device pointers
+// (entries of grad_xs may be null). Inputs beyond kMaxInlineInputs are
+// handled by more launches (grad is then read once per group of
+// kMaxInlineInputs inputs).
+cudaError_t launch_weighted_sum_backward(DType dtype, const void* grad, int64_t grad_sample_stride,
+                                         const void* const* xs, const int64_t* xs_sample_strides,
+                                         void* const* grad_xs, int64_t k, const void* weights, int64_t w_samples,
+                                         int64_t samples, int64_t inner, int64_t blocks_per_sample,
+                                         double* partial, void* grad_weights, cudaStream_t stream);
 
 // ------------------------------------------------------ partial_channel_mix
 // x, out: [n, c, s]; ys: k tensors [n, c / groups, s] sharing strides ys_st.
@@ -106,9 +123,14 @@ cudaError_t launch_path_combine_residual(DType dtype, const void* const* ys, int
 
 // ------------------------------------------------------- grouped_batch_norm
 // x, dy, out, grad_x: [n, c, s] with their own strides. groups: int64 [n] on
-// the device, in [0, num_groups). Per-(group, channel) tensors are acc
-// [num_groups, c] (contiguous); weight / bias acc [c] or null (identity).
-// The statistics reductions run in double for every dtype.
+// the device, in [0, num_groups). group_index: int64 [num_groups + 1 + n] on
+// the device, the same labels grouped: offsets[0..num_groups] (offsets[g] =
+// number of samples of the groups before g) then the samples in group order,
+// increasing within a group (a stable sort of 0..n-1 by label); the
+// reductions' merges visit only a group's own samples with it. Per-(group,
+// channel) tensors are acc [num_groups, c] (contiguous); weight / bias acc
+// [c] or null (identity). The statistics reductions run in double for every
+// dtype.
 
 // How many parts the S axis of each (sample, channel) is split into (any
 // value >= 1 is correct; this one fills the current device). s_inner: x (and
@@ -118,10 +140,11 @@ int64_t grouped_batch_norm_parts(int64_t n, int64_t c, int64_t s, bool s_inner);
 // Batch statistics: mean_out[g, c] and invstd_out[g, c] = 1 / sqrt(var + eps)
 // (biased variance over every element of the group's samples), 0 and 0 for a
 // group without samples. workspace: double [2 * n * parts * c].
+// (Reads group_index, not groups.)
 cudaError_t launch_grouped_batch_norm_stats(DType dtype, const void* x, NcsStrides x_st, int64_t n, int64_t c,
-                                            int64_t s, const int64_t* groups, int64_t num_groups, int64_t parts,
-                                            double eps, double* workspace, void* mean_out, void* invstd_out,
-                                            cudaStream_t stream);
+                                            int64_t s, const int64_t* group_index, int64_t num_groups,
+                                            int64_t parts, double eps, double* workspace, void* mean_out,
+                                            void* invstd_out, cudaStream_t stream);
 
 // out = (x - mean[g, c]) * invstd[g, c] * weight[c] + bias[c], g = groups[n].
 cudaError_t launch_grouped_batch_norm_apply(DType dtype, const void* x, NcsStrides x_st, void* out,
@@ -137,7 +160,8 @@ cudaError_t launch_grouped_batch_norm_apply(DType dtype, const void* x, NcsStrid
 // plus 2 * num_groups * c.
 cudaError_t launch_grouped_batch_norm_backward_reduce(DType dtype, const void* dy, NcsStrides dy_st,
                                                       const void* x, NcsStrides x_st, int64_t n, int64_t c,
-                                                      int64_t s, const int64_t* groups, int64_t num_groups,
+                                                      int64_t s, const int64_t* groups,
+                                                      const int64_t* group_index, int64_t num_groups,
                                                       int64_t parts, const void* mean, const void* invstd,
                                                       double* workspace, void* coef_a, void* coef_b,
                                                       void* grad_weight, void* grad_bias, cudaStream_t stream);

@@ -20,15 +20,6 @@ namespace {
 
 using namespace cuda_glue;
 
-// Whether a and b (same sizes) place every element at the same offset.
-bool same_layout(const at::Tensor& a, const at::Tensor& b) {
-  if (a.sizes() != b.sizes()) return false;
-  for (int64_t d = 0; d < a.dim(); ++d) {
-    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
-  }
-  return true;
-}
-
 at::Tensor partial_channel_mix_cuda(at::TensorList ys_in, const at::Tensor& weights, const at::Tensor& x_in,
                                     int64_t groups) {
   PartialChannelMixInputs in = check_partial_channel_mix(ys_in, weights, x_in, groups);
@@ -89,31 +80,27 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor> partial_channel_mix_
         need_sel ? ncs_strides(sel) : cuda::NcsStrides{}, x_need_grad ? grad_x.mutable_data_ptr() : nullptr,
         x_need_grad ? ncs_strides(grad_x) : cuda::NcsStrides{}, gv.n, gv.c, gv.s, groups, stream));
     if (need_sel) {
-      std::vector<at::Tensor> ys_laid;  // keeps copies alive until the launch
+      // The ys are read (for the weights' gradient) in place as sample blocks
+      // of sel's inner layout, each with its own sample stride; only a y
+      // whose inner layout differs from sel's is laid out (copied).
+      SampleBlocks ys_blocks;
+      if (weights_need_grad) ys_blocks = to_sample_blocks(in.ys, sel);
       std::vector<const void*> y_ptrs(k_count, nullptr);
       std::vector<void*> gy_ptrs(k_count, nullptr);
       size_t next = 0;
       for (int64_t k = 0; k < k_count; ++k) {
         if (ys_need_grad.get(k)) gy_ptrs[k] = grad_ys[next++].mutable_data_ptr();
-        if (weights_need_grad) {
-          const at::Tensor& y = in.ys[k];
-          if (same_layout(y, sel)) {
-            ys_laid.push_back(y);
-          } else {
-            at::Tensor copy = at::empty_strided(sel.sizes(), sel.strides(), sel.options());
-            copy.copy_(y);
-            ys_laid.push_back(copy);
-          }
-          y_ptrs[k] = ys_laid.back().const_data_ptr();
-        }
+        if (weights_need_grad) y_ptrs[k] = ys_blocks.tensors[k].const_data_ptr();
       }
-      const int64_t inner = sel.numel() / samples;
-      const int64_t bps = cuda::weighted_sum_backward_blocks_per_sample(samples, inner);
+      const int64_t inner = sel.numel() / gv.n;
+      const int64_t bps = cuda::weighted_sum_backward_blocks_per_sample(gv.n, inner);
       at::Tensor partial;
-      if (weights_need_grad) partial = at::empty({samples * bps * k_count}, in.weights.options().dtype(at::kDouble));
+      if (weights_need_grad) partial = at::empty({gv.n * bps * k_count}, in.weights.options().dtype(at::kDouble));
       C10_CUDA_CHECK(cuda::launch_weighted_sum_backward(
-          dtype, sel.const_data_ptr(), y_ptrs.data(), gy_ptrs.data(), k_count, in.weights.const_data_ptr(), samples,
-          inner, bps, weights_need_grad ? partial.mutable_data_ptr<double>() : nullptr,
+          dtype, sel.const_data_ptr(), inner, y_ptrs.data(),
+          weights_need_grad ? ys_blocks.sample_strides.data() : nullptr, gy_ptrs.data(), k_count,
+          in.weights.const_data_ptr(), samples, gv.n, inner, bps,
+          weights_need_grad ? partial.mutable_data_ptr<double>() : nullptr,
           weights_need_grad ? grad_w_acc.mutable_data_ptr() : nullptr, stream));
     }
   } else if (weights_need_grad) {

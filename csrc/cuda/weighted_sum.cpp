@@ -13,26 +13,29 @@ namespace {
 
 using namespace cuda_glue;
 
+// Tensors reach the kernels as sample blocks (csrc/ops/common.h) read in
+// place, each with its own sample stride: no copy of a strided input (a
+// DARTS node's channel-slice gradient, a channels-last slice).
 at::Tensor weighted_sum_cuda(at::TensorList xs_in, const at::Tensor& weights) {
   check_same_inputs(xs_in, "xs");
   check_cuda_tensor(xs_in[0], "xs");
   c10::cuda::CUDAGuard guard(xs_in[0].device());
   const int64_t k_count = static_cast<int64_t>(xs_in.size());
   const at::Tensor w = checked_weights(weights, k_count, xs_in[0], "xs[0]");
-  const std::vector<at::Tensor> xs = dense_sample_blocks(to_sample_blocks(xs_in, xs_in[0]));
+  const SampleBlocks xs = to_sample_blocks(xs_in, xs_in[0]);
   at::Tensor out = empty_sample_blocks_like(xs_in[0]);
   if (out.numel() == 0) return out;
-  const int64_t samples = w.dim() == 2 ? xs[0].size(0) : 1;
-  const int64_t inner = out.numel() / samples;
+  const int64_t samples = xs.samples;
+  const int64_t inner = xs.inner;
   std::vector<const void*> ptrs;
-  ptrs.reserve(xs.size());
-  for (const auto& x : xs) ptrs.push_back(x.const_data_ptr());
-  at::Tensor table;  // device pointer array, only beyond the by-value limit
-  if (k_count > cuda::kMaxInlineInputs) table = pointer_table(ptrs, out.device());
+  ptrs.reserve(xs.tensors.size());
+  for (const auto& x : xs.tensors) ptrs.push_back(x.const_data_ptr());
+  InputTable table;  // device arrays, only beyond the by-value limit
+  if (k_count > cuda::kMaxInlineInputs) table = input_table(ptrs, xs.sample_strides, out.device());
   C10_CUDA_CHECK(cuda::launch_weighted_sum_forward(
-      kernel_dtype(out.scalar_type()), ptrs.data(),
-      table.defined() ? static_cast<const void* const*>(table.const_data_ptr()) : nullptr, k_count,
-      w.const_data_ptr(), samples, inner, out.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream()));
+      kernel_dtype(out.scalar_type()), ptrs.data(), table.ptrs, xs.sample_strides.data(), table.strides, k_count,
+      w.const_data_ptr(), w.dim() == 2 ? samples : 1, samples, inner, out.mutable_data_ptr(),
+      c10::cuda::getCurrentCUDAStream()));
   return out;
 }
 
@@ -47,8 +50,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> weighted_sum_backward_cuda(const
   const at::Tensor& w = in.weights;
   check_cuda_tensor(xs_in[0], "xs");
   c10::cuda::CUDAGuard guard(xs_in[0].device());
-  const at::Tensor grad = dense_sample_blocks(in.grad)[0];
-  const std::vector<at::Tensor> xs = dense_sample_blocks(in.xs);  // empty unless weights_need_grad
+  const at::Tensor& grad = in.grad.tensors[0];  // read in place, with its sample stride
+  const std::vector<at::Tensor>& xs = in.xs.tensors;  // empty unless weights_need_grad
 
   std::vector<at::Tensor> grads_x;
   std::vector<void*> gx_ptrs(k_count, nullptr);
@@ -60,18 +63,20 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> weighted_sum_backward_cuda(const
     }
     if (weights_need_grad) x_ptrs[k] = xs[k].const_data_ptr();
   }
-  const int64_t samples = w.dim() == 2 ? (grad.dim() > 0 ? grad.size(0) : 1) : 1;
+  const int64_t samples = in.grad.samples;
+  const int64_t inner = in.grad.inner;
+  const int64_t w_samples = w.dim() == 2 ? samples : 1;
   at::Tensor grad_w_acc;
-  if (weights_need_grad) grad_w_acc = at::empty({samples, k_count}, w.options());
+  if (weights_need_grad) grad_w_acc = at::empty({w_samples, k_count}, w.options());
   const bool any_gx = !grads_x.empty();
   if (grad.numel() > 0 && (any_gx || weights_need_grad)) {
-    const int64_t inner = grad.numel() / samples;
     const int64_t bps = cuda::weighted_sum_backward_blocks_per_sample(samples, inner);
     at::Tensor partial;
     if (weights_need_grad) partial = at::empty({samples * bps * k_count}, w.options().dtype(at::kDouble));
     C10_CUDA_CHECK(cuda::launch_weighted_sum_backward(
-        kernel_dtype(grad.scalar_type()), grad.const_data_ptr(), x_ptrs.data(), gx_ptrs.data(), k_count,
-        w.const_data_ptr(), samples, inner, bps, weights_need_grad ? partial.mutable_data_ptr<double>() : nullptr,
+        kernel_dtype(grad.scalar_type()), grad.const_data_ptr(), in.grad.sample_strides[0], x_ptrs.data(),
+        weights_need_grad ? in.xs.sample_strides.data() : nullptr, gx_ptrs.data(), k_count, w.const_data_ptr(),
+        w_samples, samples, inner, bps, weights_need_grad ? partial.mutable_data_ptr<double>() : nullptr,
         weights_need_grad ? grad_w_acc.mutable_data_ptr() : nullptr, c10::cuda::getCurrentCUDAStream()));
   } else if (weights_need_grad) {
     grad_w_acc.zero_();

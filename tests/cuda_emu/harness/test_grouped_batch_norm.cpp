@@ -30,6 +30,23 @@ double tol_double_sum(DType dt, double value, double magnitude, double ops) {
          abs_floor(acc_dtype(dt));
 }
 
+// The group index of kernels.h: offsets [g + 1], then the samples in group
+// order (stable), built here independently of the glue.
+std::vector<int64_t> group_index(const std::vector<int64_t>& gv, int64_t g) {
+  std::vector<int64_t> idx(static_cast<size_t>(g + 1), 0);
+  for (int64_t grp = 0; grp < g; ++grp) {
+    int64_t count = 0;
+    for (int64_t v : gv) count += v == grp;
+    idx[grp + 1] = idx[grp] + count;
+  }
+  for (int64_t grp = 0; grp < g; ++grp) {
+    for (size_t i = 0; i < gv.size(); ++i) {
+      if (gv[i] == grp) idx.push_back(static_cast<int64_t>(i));
+    }
+  }
+  return idx;
+}
+
 std::string parts_str(int64_t parts) { return parts == 0 ? "auto" : std::to_string(parts); }
 
 int64_t pick_parts(int64_t want, int64_t n, int64_t c, int64_t s, bool s_inner) {
@@ -70,6 +87,8 @@ const std::vector<StatsCase> kStatsCases = {
     {"one group", 3, 2, 33, 1, L::kContig, 0},
     {"many samples: a merge over more than 64 units", 70, 2, 40, 3, L::kContig, 0},
     {"many samples, columns", 70, 2, 12, 3, L::kChannelsLast, 0},
+    {"many samples, parts 37 (> 32: several parts per lane, empty parts)", 40, 2, 400, 4, L::kContig, 37},
+    {"many samples, parts 5 (lane offsets shift per member)", 45, 3, 64, 5, L::kContig, 5},
     {"n = 0", 0, 3, 40, 2, L::kContig, 0},
     {"s = 0", 3, 3, 0, 2, L::kContig, 0},
     {"c = 0", 3, 0, 40, 2, L::kContig, 0},
@@ -86,7 +105,7 @@ void run_stats(Suite& suite, const StatsCase& cs, DType dt, const Env& env, uint
     for (int64_t j = 0; j < cs.c; ++j)
       for (int64_t k = 0; k < cs.s; ++k) x.set(i, j, k, 0.5 * static_cast<double>(j) + rng.uniform(-2, 2));
   const std::vector<int64_t> gv = make_groups(rng, cs.n, cs.groups);
-  I64Array groups(gv);
+  I64Array gindex(group_index(gv, cs.groups));
   const int64_t parts = pick_parts(cs.parts, cs.n, cs.c, cs.s, x.strides().s == 1);
   const std::string ctx =
       strf("grouped_batch_norm_stats[%s, %s: n=%lld c=%lld s=%lld groups=%lld x=%s parts=%s(%lld)] env=%s",
@@ -104,7 +123,7 @@ void run_stats(Suite& suite, const StatsCase& cs, DType dt, const Env& env, uint
     LaunchScope scope(suite, c);
     // With no element, x, groups and the workspace are not needed: pass null.
     const cudaError_t err = pynas::cuda::launch_grouped_batch_norm_stats(
-        dt, empty ? nullptr : x.data(), x.strides(), cs.n, cs.c, cs.s, empty ? nullptr : groups.data(), cs.groups,
+        dt, empty ? nullptr : x.data(), x.strides(), cs.n, cs.c, cs.s, empty ? nullptr : gindex.data(), cs.groups,
         parts, kEps, empty ? nullptr : static_cast<double*>(ws.data()), mean.data(), invstd.data(), scope.stream());
     scope.finish(err, cs.groups * cs.c == 0 ? LaunchScope::kNoLaunches : LaunchScope::kSomeLaunches);
     return std::vector<std::vector<uint8_t>>{mean.snapshot(), invstd.snapshot()};
@@ -240,6 +259,9 @@ const std::vector<ReduceCase> kReduceCases = {
     {"rows, parts 3", 5, 3, 200, 3, L::kContig, L::kContig, 3, true, true, true},
     {"many samples: a merge over more than 64 units", 70, 2, 40, 3, L::kContig, L::kContig, 0, true, true, true},
     {"rows, more parts than chunks", 3, 2, 100, 2, L::kContig, L::kContig, 50, true, true, true},
+    {"many samples, parts 37 (> 32 per member, empty parts)", 40, 2, 400, 4, L::kContig, L::kContig, 37, true,
+     true, true},
+    {"many samples, parts 5", 45, 3, 64, 5, L::kContig, L::kContig, 5, true, true, true},
     {"n = 0", 0, 3, 40, 2, L::kContig, L::kContig, 0, true, true, true},
     {"s = 0", 3, 3, 0, 2, L::kContig, L::kContig, 0, true, true, true},
     {"c = 0", 3, 0, 40, 2, L::kContig, L::kContig, 0, true, true, true},
@@ -257,6 +279,7 @@ void run_reduce(Suite& suite, const ReduceCase& cs, DType dt, const Env& env, ui
   x.fill_random(rng, -2, 2);
   const std::vector<int64_t> gv = make_groups(rng, cs.n, cs.groups);
   I64Array groups(gv);
+  I64Array gindex(group_index(gv, cs.groups));
   Tensor mean = Tensor::flat(a, cs.groups * cs.c), invstd = Tensor::flat(a, cs.groups * cs.c);
   mean.fill_random(rng, -1, 1);
   invstd.fill_random(rng, 0.5, 2);
@@ -281,7 +304,8 @@ void run_reduce(Suite& suite, const ReduceCase& cs, DType dt, const Env& env, ui
     LaunchScope scope(suite, c);
     const cudaError_t err = pynas::cuda::launch_grouped_batch_norm_backward_reduce(
         dt, empty ? nullptr : dy.data(), dy.strides(), empty ? nullptr : x.data(), x.strides(), cs.n, cs.c, cs.s,
-        empty ? nullptr : groups.data(), cs.groups, parts, empty ? nullptr : mean.data(), invstd.data(),
+        empty ? nullptr : groups.data(), empty ? nullptr : gindex.data(), cs.groups, parts,
+        empty ? nullptr : mean.data(), invstd.data(),
         static_cast<double*>(ws.data()), cs.coef ? ca.data() : nullptr, cs.coef ? cb.data() : nullptr,
         cs.grad_weight ? gw.data() : nullptr, cs.grad_bias ? gb.data() : nullptr, scope.stream());
     const bool none = cs.c == 0 || (cs.groups == 0 && !cs.grad_weight && !cs.grad_bias);
