@@ -159,3 +159,94 @@ def test_grouped_batch_norm_running_stats():
 def test_bad_device_mix():
     with pytest.raises(ValueError, match="weights is on"):
         ops.weighted_sum([torch.randn(2, 3, device="cuda")], torch.randn(1))
+
+
+def _copies_in_backward(fn, inputs, grad):
+    """Number of aten::copy_ calls while autograd computes the gradients of fn(inputs)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = fn(inputs)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        grads = torch.autograd.grad(out, inputs, grad)
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::copy_"), grads
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("k", [10, 130])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_darts_node_channel_slice_gradient_backward_copies_nothing_on_cuda(per_sample, k, memory_format):
+    """The CUDA backward reads a node's gradient (a channel slice of its cell's concatenation: sample stride
+    4*C*H*W, inner C*H*W) and the xs in place: no aten::copy_ (k = 130: the device pointer/stride table)."""
+    xs = [torch.randn(4, 8, 6, 6, device="cuda").contiguous(memory_format=memory_format).requires_grad_()
+          for _ in range(k)]
+    w = torch.randn((4, k) if per_sample else (k,), device="cuda").softmax(-1).requires_grad_()
+    others = torch.randn(4, 24, 6, 6, device="cuda").contiguous(memory_format=memory_format)
+
+    def cell(inputs):
+        node = ops.weighted_sum(inputs[:k], inputs[k])
+        return torch.cat([others[:, :8], node, others[:, 8:]], dim=1)
+
+    g = torch.randn(4, 32, 6, 6, device="cuda").contiguous(memory_format=memory_format)
+    copies, grads = _copies_in_backward(cell, xs + [w], g)
+    assert copies == 0
+    gs = g[:, 8:16]
+    wd = w.detach()
+    for i in range(k):
+        wi = wd[:, i].view(4, 1, 1, 1) if per_sample else wd[i]
+        torch.testing.assert_close(grads[i], wi * gs)
+    if per_sample:
+        want = torch.stack([(gs * x.detach()).sum(dim=(1, 2, 3)) for x in xs], dim=1)
+    else:
+        want = torch.stack([(gs * x.detach()).sum() for x in xs])
+    torch.testing.assert_close(grads[k], want, rtol=1e-4, atol=1e-4)
+
+
+def test_weighted_sum_forward_reads_strided_samples_on_cuda():
+    """Forward on channel slices (sample stride > inner): same result as on dense copies, no copy."""
+    big = [torch.randn(5, 32, 7, 7, device="cuda") for _ in range(3)]
+    xs = [b[:, 8:16] for b in big]
+    w = torch.randn(3, device="cuda")
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = ops.weighted_sum(xs, w)
+    assert sum(e.count for e in prof.key_averages() if e.key == "aten::copy_") == 0
+    torch.testing.assert_close(out, ops.weighted_sum([x.contiguous() for x in xs], w))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c, groups", [(32, 4), (16, 2), (24, 4)])
+def test_partial_channel_mix_channels_last_parity(dtype, c, groups):
+    """Channels-last: the channel-pack path (cg a multiple of the pack width) and its fallback."""
+    x = make((3, c, 5, 6), dtype, "channels_last", requires_grad=True)
+    ys = [make((3, c // groups, 5, 6), dtype, "channels_last", requires_grad=True) for _ in range(4)]
+    w = torch.randn(3, 4, requires_grad=True)
+    _parity(lambda t: ops.partial_channel_mix(t[:4], t[4], t[5], groups), ys + [w, x], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", [16, 12])
+def test_grouped_batch_norm_channels_last_parity(dtype, c):
+    x = make((12, c, 5, 6), dtype, "channels_last", requires_grad=True)
+    groups = torch.randint(0, 3, (12,))
+    w = torch.randn(c, requires_grad=True)
+    b = torch.randn(c, requires_grad=True)
+    _parity(lambda t: ops.grouped_batch_norm(t[0], groups, 3, t[1], t[2]), [x, w, b], dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_grouped_batch_norm_device_and_host_groups_agree(layout):
+    """Host groups (index built on the host) and device groups (stable sort on the device) give the same
+    group index, hence bit-identical statistics and gradients; an empty group included."""
+    x = make((40, 8, 6, 5), torch.float32, layout, requires_grad=True)
+    groups = torch.randint(0, 4, (40,))
+    groups[groups == 2] = 0  # group 2 gets no sample
+    w = torch.randn(8, device="cuda", requires_grad=True)
+    xc = x.detach().cuda().requires_grad_()
+    outs = []
+    for gr in (groups, groups.cuda()):
+        out = ops.grouped_batch_norm(xc, gr, 4, w, None)
+        g = torch.ones_like(out)
+        outs.append((out.detach(),) + torch.autograd.grad(out, [xc, w], g))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)

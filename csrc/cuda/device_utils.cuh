@@ -311,15 +311,16 @@ inline int64_t dtype_size(DType dtype) {
 
 // ------------------------------------------------------------- [N, C, S] walks
 // Elementwise kernels walk an [n, c, s] tensor in the memory order of the
-// tensor they write, in packs of V elements along s (V = 1 when channels are
-// innermost). Index type I is uint32_t when every flat index fits, else
-// int64_t, to keep the divisions cheap.
+// tensor they write, in packs of V elements along s, or along c when
+// channels are innermost (channels_inner: packs of V consecutive channels of
+// one position; c a multiple of V). Index type I is uint32_t when every
+// flat index fits, else int64_t, to keep the divisions cheap.
 struct NcsWalk {
   int64_t n = 0, c = 0, s = 0;
   bool channels_inner = false;  // order (n, s, c) instead of (n, c, s)
-  int v = 1;                    // elements per pack along s (channels_inner: 1)
+  int v = 1;                    // elements per pack (along c when channels_inner, else along s)
   int64_t rows() const { return channels_inner ? n * s : n * c; }
-  int64_t packs_per_row() const { return channels_inner ? c : s / v; }
+  int64_t packs_per_row() const { return channels_inner ? c / v : s / v; }
   int64_t total() const { return rows() * packs_per_row(); }
 };
 
@@ -337,7 +338,7 @@ __device__ __forceinline__ void ncs_position(I idx, I d1, I packs, bool channels
   const I a = r - nn * d1;
   n = static_cast<int64_t>(nn);
   if (channels_inner) {
-    c = static_cast<int64_t>(p);
+    c = static_cast<int64_t>(p) * v;
     s = static_cast<int64_t>(a);
   } else {
     c = static_cast<int64_t>(a);
@@ -353,6 +354,13 @@ __device__ __forceinline__ int64_t ncs_offset(const NcsStrides& st, int64_t n, i
 // stride_s 1, n/c strides multiples of v, base 16-byte aligned.
 inline bool packable(const void* p, const NcsStrides& st, int v) {
   return p == nullptr || (aligned16(p) && st.s == 1 && st.n % v == 0 && st.c % v == 0);
+}
+
+// Whether a pack of v consecutive channels is one aligned access for a
+// tensor: stride_c 1, n/s strides multiples of v, base 16-byte aligned (c a
+// multiple of v is the caller's check).
+inline bool channel_packable(const void* p, const NcsStrides& st, int v) {
+  return p == nullptr || (aligned16(p) && st.c == 1 && st.n % v == 0 && st.s % v == 0);
 }
 
 }  // namespace detail

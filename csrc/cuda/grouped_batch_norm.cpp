@@ -112,7 +112,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_backward_cuda(
     at::Tensor workspace = at::empty({2 * units + 2 * num_groups * v.c}, x.options().dtype(at::kDouble));
     C10_CUDA_CHECK(cuda::launch_grouped_batch_norm_backward_reduce(
         dtype, grad.const_data_ptr(), gs, x.const_data_ptr(), xs, v.n, v.c, v.s, groups.const_data_ptr<int64_t>(),
-        dg.index.const_data_ptr<int64_t>(), num_groups, parts, mean.const_data_ptr(), invstd.const_data_ptr(), workspace.mutable_data_ptr<double>(),
+        dg.index.const_data_ptr<int64_t>(), num_groups, parts, mean.const_data_ptr(), invstd.const_data_ptr(),
+        workspace.mutable_data_ptr<double>(),
         want_x_coefs ? coef_a.mutable_data_ptr() : nullptr, want_x_coefs ? coef_b.mutable_data_ptr() : nullptr,
         want_w ? grad_w.mutable_data_ptr() : nullptr, output_mask[2] ? grad_b.mutable_data_ptr() : nullptr,
         stream));

@@ -296,6 +296,9 @@ __global__ void gbn_param_grad_kernel(const double* __restrict__ sum_a, const do
 }
 
 // out = (x - mean) * (invstd * weight) + bias, walked in out's memory order.
+// V > 1: a pack of V elements along s (one channel), or, when channels are
+// innermost (channels_inner), of V consecutive channels (one position):
+// 16-byte accesses either way, with per-channel parameters per element.
 template <typename T, int V, typename I>
 __global__ void gbn_apply_kernel(const T* __restrict__ x, NcsStrides x_st, T* __restrict__ out, NcsStrides o_st,
                                  I d1, I packs, I total, bool channels_inner, const int64_t* __restrict__ groups,
@@ -307,11 +310,23 @@ __global__ void gbn_apply_kernel(const T* __restrict__ x, NcsStrides x_st, T* __
     int64_t n, ch, s;
     ncs_position<I>(i, d1, packs, channels_inner, V, n, ch, s);
     const int64_t gc = groups[n] * c + ch;
+    const T* src = x + ncs_offset(x_st, n, ch, s);
+    T* dst = out + ncs_offset(o_st, n, ch, s);
+    if (V > 1 && channels_inner) {
+      const Pack<T, V> v = load_pack<T, V>(src);
+      Pack<T, V> r;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const A k = invstd[gc + e] * (weight != nullptr ? weight[ch + e] : A(1));
+        const A b = bias != nullptr ? bias[ch + e] : A(0);
+        r.v[e] = from_acc<T>((to_acc(v.v[e]) - mean[gc + e]) * k + b);
+      }
+      store_pack<T, V>(dst, r);
+      continue;
+    }
     const A mu = mean[gc];
     const A k = invstd[gc] * (weight != nullptr ? weight[ch] : A(1));
     const A b = bias != nullptr ? bias[ch] : A(0);
-    const T* src = x + ncs_offset(x_st, n, ch, s);
-    T* dst = out + ncs_offset(o_st, n, ch, s);
     if (V > 1) {
       const Pack<T, V> v = load_pack<T, V>(src);
       Pack<T, V> r;
@@ -325,7 +340,8 @@ __global__ void gbn_apply_kernel(const T* __restrict__ x, NcsStrides x_st, T* __
 }
 
 // grad_x = weight * invstd * (dy - coef_a - (x - mean) * coef_b), or
-// weight * invstd * dy without coef_a; walked in grad_x's memory order.
+// weight * invstd * dy without coef_a; walked in grad_x's memory order,
+// packs along s or (channels_inner) along channels as in gbn_apply_kernel.
 template <typename T, int V, typename I>
 __global__ void gbn_backward_input_kernel(const T* __restrict__ dy, NcsStrides dy_st, const T* __restrict__ x,
                                           NcsStrides x_st, T* __restrict__ gx, NcsStrides gx_st, I d1, I packs,
@@ -335,12 +351,13 @@ __global__ void gbn_backward_input_kernel(const T* __restrict__ dy, NcsStrides d
                                           const acc_t<T>* __restrict__ coef_a, const acc_t<T>* __restrict__ coef_b) {
   using A = acc_t<T>;
   const bool batch_stats = coef_a != nullptr;
+  // Channel packs: parameters per element (step 1); packs along s: one channel (step 0).
+  const int64_t step = V > 1 && channels_inner ? 1 : 0;
   const I stride = static_cast<I>(gridDim.x) * kThreads;
   for (I i = static_cast<I>(blockIdx.x) * kThreads + threadIdx.x; i < total; i += stride) {
     int64_t n, ch, s;
     ncs_position<I>(i, d1, packs, channels_inner, V, n, ch, s);
     const int64_t gc = groups[n] * c + ch;
-    const A k1 = invstd[gc] * (weight != nullptr ? weight[ch] : A(1));
     const T* g = dy + ncs_offset(dy_st, n, ch, s);
     T* dst = gx + ncs_offset(gx_st, n, ch, s);
     A r[V];
@@ -352,22 +369,28 @@ __global__ void gbn_backward_input_kernel(const T* __restrict__ dy, NcsStrides d
       r[0] = to_acc(*g);
     }
     if (batch_stats) {
-      const A ca = coef_a[gc], cb = coef_b[gc], mu = mean[gc];
       const T* xs = x + ncs_offset(x_st, n, ch, s);
       if (V > 1) {
         const Pack<T, V> v = load_pack<T, V>(xs);
 #pragma unroll
-        for (int e = 0; e < V; ++e) r[e] = r[e] - ca - (to_acc(v.v[e]) - mu) * cb;
+        for (int e = 0; e < V; ++e) {
+          const int64_t q = gc + e * step;
+          r[e] = r[e] - coef_a[q] - (to_acc(v.v[e]) - mean[q]) * coef_b[q];
+        }
       } else {
-        r[0] = r[0] - ca - (to_acc(*xs) - mu) * cb;
+        r[0] = r[0] - coef_a[gc] - (to_acc(*xs) - mean[gc]) * coef_b[gc];
       }
     }
     if (V > 1) {
       Pack<T, V> o;
 #pragma unroll
-      for (int e = 0; e < V; ++e) o.v[e] = from_acc<T>(k1 * r[e]);
+      for (int e = 0; e < V; ++e) {
+        const A k1 = invstd[gc + e * step] * (weight != nullptr ? weight[ch + e * step] : A(1));
+        o.v[e] = from_acc<T>(k1 * r[e]);
+      }
       store_pack<T, V>(dst, o);
     } else {
+      const A k1 = invstd[gc] * (weight != nullptr ? weight[ch] : A(1));
       *dst = from_acc<T>(k1 * r[0]);
     }
   }
@@ -490,7 +513,9 @@ cudaError_t launch_grouped_batch_norm_apply(DType dtype, const void* x, NcsStrid
     walk.c = c;
     walk.s = s;
     walk.channels_inner = channels_inner_layout(out_st, c, s);
-    const bool vec = !walk.channels_inner && s % V == 0 && packable(x, x_st, V) && packable(out, out_st, V);
+    const bool vec = walk.channels_inner
+                         ? c % V == 0 && channel_packable(x, x_st, V) && channel_packable(out, out_st, V)
+                         : s % V == 0 && packable(x, x_st, V) && packable(out, out_st, V);
     const T* xp = static_cast<const T*>(x);
     T* op = static_cast<T*>(out);
     const A* mp = static_cast<const A*>(mean);
@@ -611,8 +636,10 @@ cudaError_t launch_grouped_batch_norm_backward_input(DType dtype, const void* dy
     walk.s = s;
     walk.channels_inner = channels_inner_layout(gx_st, c, s);
     const T* xp = batch_stats ? static_cast<const T*>(x) : nullptr;
-    const bool vec = !walk.channels_inner && s % V == 0 && packable(dy, dy_st, V) && packable(xp, x_st, V) &&
-                     packable(grad_x, gx_st, V);
+    const bool vec = walk.channels_inner ? c % V == 0 && channel_packable(dy, dy_st, V) &&
+                                               channel_packable(xp, x_st, V) && channel_packable(grad_x, gx_st, V)
+                                         : s % V == 0 && packable(dy, dy_st, V) && packable(xp, x_st, V) &&
+                                               packable(grad_x, gx_st, V);
     const T* dp = static_cast<const T*>(dy);
     T* gp = static_cast<T*>(grad_x);
     const A* mp = static_cast<const A*>(mean);

@@ -13,31 +13,43 @@ using namespace detail;
 
 constexpr int kThreads = 256;
 
-// One thread per pack of V output elements along s (V == 1 when channels are
-// innermost in out), in out's memory order.
+// Work split (both kernels): one thread per pack of V elements of the ys'
+// shape [n, c / groups, s], walked in the output's memory order; the thread
+// owns output channels j * groups .. j * groups + groups - 1 for its ys
+// channel(s) j: the mixed channel j * groups (the K-input weighted sum) and
+// the groups - 1 bypass channels (copies of x channels i * cg + j). Every
+// thread does the same work (one K-input mix and groups - 1 copies per
+// element), so no lane idles while others mix (the old one-output-element-
+// per-thread split left the lanes with o % groups != 0 waiting for the
+// mixing ones), the kernel is one pass over ys, x and out, and each load or
+// store instruction of a warp is contiguous across its lanes:
+//  * channels not innermost (NCHW-like): packs along s (V elements, 16-byte
+//    accesses when s, strides and bases allow); lanes take consecutive packs
+//    of one channel, so every ys / x / out access is a coalesced row segment.
+//  * channels innermost (channels-last): packs of V consecutive ys channels
+//    j .. j + V - 1 of one position (16-byte loads of ys and of each bypass
+//    slice of x when cg = c / groups, strides and bases allow); the outputs
+//    of a thread are the V * groups consecutive channels
+//    j * groups .. (j + V) * groups - 1 of that position, stored element by
+//    element (their order interleaves the mixed and bypass values); lanes
+//    cover consecutive channel ranges, so a warp's stores fill whole sectors.
+// On an H100 this is memory-bound: the split reads every input element once
+// and writes every output element once with full-sector accesses, which is
+// the minimum traffic; the balanced work keeps all lanes issuing memory ops.
 template <typename T, int V, typename I, typename Ptrs>
 __global__ void pcm_forward_kernel(Ptrs ys, int k, NcsStrides ys_st, const acc_t<T>* __restrict__ w,
                                    bool per_sample, const T* __restrict__ x, NcsStrides x_st, T* __restrict__ out,
                                    NcsStrides out_st, I d1, I packs, I total, bool channels_inner, I groups, I cg) {
   using A = acc_t<T>;
   const I stride = static_cast<I>(gridDim.x) * kThreads;
+  const bool ch_packs = V > 1 && channels_inner;  // packs along channels, else along s
+  const int64_t ng = static_cast<int64_t>(groups);
   for (I i = static_cast<I>(blockIdx.x) * kThreads + threadIdx.x; i < total; i += stride) {
-    int64_t n, o, s;
-    ncs_position<I>(i, d1, packs, channels_inner, V, n, o, s);
-    const I j = static_cast<I>(o) / groups;
-    const I gi = static_cast<I>(o) - j * groups;
-    T* dst = out + ncs_offset(out_st, n, o, s);
-    if (gi != 0) {
-      const T* src = x + ncs_offset(x_st, n, static_cast<int64_t>(gi * cg + j), s);
-      if (V > 1) {
-        store_pack<T, V>(dst, load_pack<T, V>(src));
-      } else {
-        *dst = *src;
-      }
-      continue;
-    }
+    int64_t n, j, s;
+    ncs_position<I>(i, d1, packs, channels_inner, V, n, j, s);
+    // The mixed channel(s).
     const A* wn = w + (per_sample ? n * k : 0);
-    const int64_t off = ncs_offset(ys_st, n, static_cast<int64_t>(j), s);
+    const int64_t off = ncs_offset(ys_st, n, j, s);
     A acc[V];
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e] = A(0);
@@ -52,13 +64,29 @@ __global__ void pcm_forward_kernel(Ptrs ys, int k, NcsStrides ys_st, const acc_t
         acc[0] += wk * to_acc(ys[kk][off]);
       }
     }
-    if (V > 1) {
+    if (ch_packs) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) out[ncs_offset(out_st, n, (j + e) * ng, s)] = from_acc<T>(acc[e]);
+    } else if (V > 1) {
       Pack<T, V> r;
 #pragma unroll
       for (int e = 0; e < V; ++e) r.v[e] = from_acc<T>(acc[e]);
-      store_pack<T, V>(dst, r);
+      store_pack<T, V>(out + ncs_offset(out_st, n, j * ng, s), r);
     } else {
-      *dst = from_acc<T>(acc[0]);
+      out[ncs_offset(out_st, n, j * ng, s)] = from_acc<T>(acc[0]);
+    }
+    // The bypass channels.
+    for (int64_t gi = 1; gi < ng; ++gi) {
+      const T* src = x + ncs_offset(x_st, n, gi * static_cast<int64_t>(cg) + j, s);
+      if (ch_packs) {
+        const Pack<T, V> v = load_pack<T, V>(src);
+#pragma unroll
+        for (int e = 0; e < V; ++e) out[ncs_offset(out_st, n, (j + e) * ng + gi, s)] = v.v[e];
+      } else if (V > 1) {
+        store_pack<T, V>(out + ncs_offset(out_st, n, j * ng + gi, s), load_pack<T, V>(src));
+      } else {
+        out[ncs_offset(out_st, n, j * ng + gi, s)] = *src;
+      }
     }
   }
 }
@@ -84,49 +112,63 @@ cudaError_t forward_launch(const Ptrs& ys, int k, NcsStrides ys_st, const acc_t<
   return cudaGetLastError();
 }
 
-// Walks [n, cw, s] in the layout of the primary output (grad_x when given,
-// else grad_sel): channel q < cg takes grad channel q * groups (to grad_sel;
-// grad_x gets 0), channel q >= cg = i * cg + j takes grad channel
-// j * groups + i (to grad_x). U: an unsigned type of the element's size.
+// Walks the ys' shape [n, cg, s] in the layout of the primary output
+// (grad_x when given, else grad_sel), the split of pcm_forward_kernel: the
+// thread of ys channel(s) j reads grad channels j * groups + i for every i:
+// i == 0 goes to grad_sel channel j (grad_x channel j gets 0), i > 0 to
+// grad_x channel i * cg + j. Packs along s, or (channels innermost) of V
+// consecutive channels j .. j + V - 1: then the outputs are 16-byte stores
+// and the grad reads (V * groups consecutive channels of one position) are
+// element loads. U: an unsigned type of the element's size.
 template <typename U, int V, typename I>
 __global__ void pcm_unshuffle_kernel(const U* __restrict__ grad, NcsStrides g_st, U* __restrict__ sel,
                                      NcsStrides sel_st, U* __restrict__ gx, NcsStrides gx_st, I d1, I packs,
                                      I total, bool channels_inner, I groups, I cg) {
   const I stride = static_cast<I>(gridDim.x) * kThreads;
+  const bool ch_packs = V > 1 && channels_inner;
+  const int64_t ng = static_cast<int64_t>(groups);
   for (I i = static_cast<I>(blockIdx.x) * kThreads + threadIdx.x; i < total; i += stride) {
-    int64_t n, q, s;
-    ncs_position<I>(i, d1, packs, channels_inner, V, n, q, s);
-    const I qi = static_cast<I>(q);
-    if (qi < cg) {
-      if (sel != nullptr) {
-        const U* src = grad + ncs_offset(g_st, n, static_cast<int64_t>(qi * groups), s);
-        U* dst = sel + ncs_offset(sel_st, n, q, s);
-        if (V > 1) {
-          store_pack<U, V>(dst, load_pack<U, V>(src));
-        } else {
-          *dst = *src;
-        }
-      }
-      if (gx != nullptr) {
-        U* dst = gx + ncs_offset(gx_st, n, q, s);
-        if (V > 1) {
-          Pack<U, V> z;
+    int64_t n, j, s;
+    ncs_position<I>(i, d1, packs, channels_inner, V, n, j, s);
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      if (gi == 0 && sel == nullptr && gx == nullptr) continue;
+      if (gi > 0 && gx == nullptr) break;
+      Pack<U, V> v;
+      if (ch_packs) {
 #pragma unroll
-          for (int e = 0; e < V; ++e) z.v[e] = U(0);
-          store_pack<U, V>(dst, z);
-        } else {
-          *dst = U(0);
-        }
-      }
-    } else {
-      const I gi = qi / cg;
-      const I j = qi - gi * cg;
-      const U* src = grad + ncs_offset(g_st, n, static_cast<int64_t>(j * groups + gi), s);
-      U* dst = gx + ncs_offset(gx_st, n, q, s);
-      if (V > 1) {
-        store_pack<U, V>(dst, load_pack<U, V>(src));
+        for (int e = 0; e < V; ++e) v.v[e] = grad[ncs_offset(g_st, n, (j + e) * ng + gi, s)];
+      } else if (V > 1) {
+        v = load_pack<U, V>(grad + ncs_offset(g_st, n, j * ng + gi, s));
       } else {
-        *dst = *src;
+        v.v[0] = grad[ncs_offset(g_st, n, j * ng + gi, s)];
+      }
+      if (gi == 0) {
+        if (sel != nullptr) {
+          U* dst = sel + ncs_offset(sel_st, n, j, s);
+          if (V > 1) {
+            store_pack<U, V>(dst, v);
+          } else {
+            *dst = v.v[0];
+          }
+        }
+        if (gx != nullptr) {
+          U* dst = gx + ncs_offset(gx_st, n, j, s);
+          if (V > 1) {
+            Pack<U, V> z;
+#pragma unroll
+            for (int e = 0; e < V; ++e) z.v[e] = U(0);
+            store_pack<U, V>(dst, z);
+          } else {
+            *dst = U(0);
+          }
+        }
+      } else {
+        U* dst = gx + ncs_offset(gx_st, n, gi * static_cast<int64_t>(cg) + j, s);
+        if (V > 1) {
+          store_pack<U, V>(dst, v);
+        } else {
+          *dst = v.v[0];
+        }
       }
     }
   }
@@ -158,11 +200,14 @@ cudaError_t unshuffle_typed(const void* grad, NcsStrides g_st, void* sel, NcsStr
   const int64_t cg = c / groups;
   NcsWalk walk;
   walk.n = n;
-  walk.c = gx != nullptr ? c : cg;
+  walk.c = cg;
   walk.s = s;
-  walk.channels_inner = channels_inner_layout(gx != nullptr ? gx_st : sel_st, walk.c, s);
-  const bool vec = !walk.channels_inner && s % V == 0 && packable(grad, g_st, V) && packable(sel, sel_st, V) &&
-                   packable(gx, gx_st, V);
+  const NcsStrides& primary = gx != nullptr ? gx_st : sel_st;
+  walk.channels_inner = channels_inner_layout(primary, c, s) && primary.c == 1 && cg > 1;
+  // Channel packs: the stores are packs (grad is read by element).
+  const bool vec = walk.channels_inner
+                       ? cg % V == 0 && channel_packable(sel, sel_st, V) && channel_packable(gx, gx_st, V)
+                       : s % V == 0 && packable(grad, g_st, V) && packable(sel, sel_st, V) && packable(gx, gx_st, V);
   const U* g = static_cast<const U*>(grad);
   U* se = static_cast<U*>(sel);
   U* x = static_cast<U*>(gx);
@@ -189,19 +234,23 @@ cudaError_t launch_partial_channel_mix_forward(DType dtype, const void* const* y
     using T = decltype(tag);
     using A = acc_t<T>;
     constexpr int V = vec16<T>();
-    NcsWalk walk;
+    const int64_t cg = c / groups;
+    NcsWalk walk;  // over the ys' shape [n, cg, s], in out's memory order
     walk.n = n;
-    walk.c = c;
+    walk.c = cg;
     walk.s = s;
-    walk.channels_inner = channels_inner_layout(out_st, c, s);
-    bool vec = !walk.channels_inner && s % V == 0 && packable(x, x_st, V) && packable(out, out_st, V);
-    for (int64_t i = 0; i < k && vec; ++i) vec = packable(ys[i], ys_st, V);
+    walk.channels_inner = channels_inner_layout(out_st, cg, s);
+    // Channel packs: loads of ys and x are packs (out is stored by element).
+    bool vec = walk.channels_inner ? cg % V == 0 && channel_packable(x, x_st, V)
+                                   : s % V == 0 && packable(x, x_st, V) && packable(out, out_st, V);
+    for (int64_t i = 0; i < k && vec; ++i) {
+      vec = walk.channels_inner ? channel_packable(ys[i], ys_st, V) : packable(ys[i], ys_st, V);
+    }
     const A* w = static_cast<const A*>(weights);
     const bool per_sample = w_samples > 1;
     const T* xp = static_cast<const T*>(x);
     T* op = static_cast<T*>(out);
     const int kk = static_cast<int>(k);
-    const int64_t cg = c / groups;
     if (vec) walk.v = V;
     if (k <= kMaxInlineInputs) {
       InlinePtrs<const T, kMaxInlineInputs> ptrs{};

@@ -186,6 +186,12 @@ const std::vector<ApplyCase> kApplyCases = {
     {"empty s", 2, 3, 0, 2, L::kContig, L::kContig, true, true},
     {"grid-stride loops", 2, 8, 400, 2, L::kContig, L::kContig, true, true},
     {"grid-stride loops, channels-last", 2, 8, 400, 2, L::kContig, L::kChannelsLast, true, true},
+    {"channels-last, channel packs", 3, 16, 12, 3, L::kChannelsLast, L::kChannelsLast, true, true},
+    {"channels-last, channel packs, no weight / bias", 2, 8, 9, 2, L::kChannelsLast, L::kChannelsLast, false, false},
+    {"channels-last, c not a pack multiple", 3, 12, 8, 2, L::kChannelsLast, L::kChannelsLast, true, true},
+    {"channels-last padded (strides not pack multiples)", 2, 16, 8, 2, L::kChannelsLastPadded,
+     L::kChannelsLastPadded, true, true},
+    {"grid-stride loops, channel packs", 2, 16, 400, 2, L::kChannelsLast, L::kChannelsLast, true, true},
 };
 
 void run_apply(Suite& suite, const ApplyCase& cs, DType dt, const Env& env, uint64_t seed) {
@@ -381,6 +387,16 @@ const std::vector<InputCase> kInputCases = {
     {"empty", 0, 3, 16, 2, L::kContig, L::kContig, L::kContig, true, true},
     {"grid-stride loops", 2, 8, 400, 2, L::kContig, L::kContig, L::kContig, true, true},
     {"grid-stride loops, channels-last", 2, 8, 400, 2, L::kContig, L::kContig, L::kChannelsLast, false, true},
+    {"channels-last, channel packs, batch stats", 3, 16, 12, 3, L::kChannelsLast, L::kChannelsLast,
+     L::kChannelsLast, true, true},
+    {"channels-last, channel packs, running stats", 3, 16, 12, 2, L::kChannelsLast, L::kMisaligned,
+     L::kChannelsLast, false, true},
+    {"channels-last, channel packs, no weight", 2, 8, 9, 2, L::kChannelsLast, L::kChannelsLast, L::kChannelsLast,
+     true, false},
+    {"channels-last grad_x, contiguous dy (element loads)", 3, 16, 12, 2, L::kContig, L::kChannelsLast,
+     L::kChannelsLast, true, true},
+    {"grid-stride loops, channel packs", 2, 16, 400, 2, L::kChannelsLast, L::kChannelsLast, L::kChannelsLast, true,
+     true},
 };
 
 void run_input(Suite& suite, const InputCase& cs, DType dt, const Env& env, uint64_t seed) {

@@ -43,6 +43,19 @@ const std::vector<FwdCase> kFwdCases = {
     {"empty s", 2, 4, 0, 2, 2, true, L::kContig, L::kContig, L::kContig},
     {"grid-stride loops", 2, 16, 200, 4, 2, true, L::kContig, L::kContig, L::kContig},
     {"grid-stride loops, channels-last", 2, 16, 200, 4, 2, true, L::kContig, L::kContig, L::kChannelsLast},
+    {"channels-last, channel packs", 2, 32, 9, 4, 3, true, L::kChannelsLast, L::kChannelsLast, L::kChannelsLast},
+    {"channels-last, channel packs, groups 2", 2, 16, 6, 2, 2, false, L::kChannelsLast, L::kChannelsLast,
+     L::kChannelsLast},
+    {"channels-last, cg not a pack multiple", 2, 24, 5, 4, 2, true, L::kChannelsLast, L::kChannelsLast,
+     L::kChannelsLast},
+    {"channels-last out, contiguous ys (element loads)", 2, 32, 9, 4, 2, true, L::kContig, L::kChannelsLast,
+     L::kChannelsLast},
+    {"channels-last padded (strides not pack multiples)", 2, 16, 6, 2, 2, true, L::kChannelsLastPadded,
+     L::kChannelsLastPadded, L::kChannelsLastPadded},
+    {"k > kMaxInlineInputs, channel packs", 1, 16, 4, 2, 130, false, L::kChannelsLast, L::kChannelsLast,
+     L::kChannelsLast},
+    {"grid-stride loops, channel packs", 2, 64, 100, 4, 2, true, L::kChannelsLast, L::kChannelsLast,
+     L::kChannelsLast},
 };
 
 void run_forward(Suite& suite, const FwdCase& cs, DType dt, const Env& env, uint64_t seed) {
@@ -132,6 +145,14 @@ const std::vector<UnshuffleCase> kUnshuffleCases = {
     {"empty s", 2, 4, 0, 2, L::kContig, true, true, L::kContig, L::kContig},
     {"grid-stride loops", 2, 16, 200, 4, L::kContig, true, true, L::kContig, L::kContig},
     {"grid-stride loops, channels-last", 2, 16, 200, 4, L::kChannelsLast, true, true, L::kContig, L::kChannelsLast},
+    {"channels-last, channel packs", 2, 32, 9, 4, L::kChannelsLast, true, true, L::kChannelsLast, L::kChannelsLast},
+    {"grad_sel only, channel packs", 2, 16, 9, 2, L::kChannelsLast, true, false, L::kChannelsLast, L::kContig},
+    {"grad_x only, channel packs, contiguous grad", 2, 32, 5, 4, L::kContig, false, true, L::kContig,
+     L::kChannelsLast},
+    {"channel packs, cg not a pack multiple", 2, 24, 5, 4, L::kChannelsLast, true, true, L::kChannelsLast,
+     L::kChannelsLast},
+    {"grid-stride loops, channel packs", 2, 64, 100, 4, L::kChannelsLast, true, true, L::kChannelsLast,
+     L::kChannelsLast},
 };
 
 void run_unshuffle(Suite& suite, const UnshuffleCase& cs, DType dt, const Env& env, uint64_t seed) {
