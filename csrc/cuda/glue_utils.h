@@ -102,16 +102,6 @@ inline void check_device_range(const at::Tensor& c, int64_t k, const char* name,
                     ", ", hi, "]");
 }
 
-// Labels (int64 [n], on the CPU already range-checked, or on `device`) as a
-// device tensor, range-checked. Host labels: a non-blocking upload, no sync.
-// Device labels: one sync for the range check.
-inline at::Tensor labels_on_device(const at::Tensor& c, int64_t k, const at::Device& device, const char* name,
-                                   const char* range_name) {
-  if (c.is_cpu()) return upload_int64(c.contiguous(), device);
-  check_device_range(c, k, name, range_name);
-  return c.contiguous();
-}
-
 // Group labels on the device and, when with_index, the group index of the
 // grouped_batch_norm reductions (kernels.h: int64 [k + 1 + n], offsets then
 // the samples in group order, stable). labels: int64 [n], on the CPU already
