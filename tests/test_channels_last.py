@@ -66,3 +66,31 @@ def test_loader_yields_channels_last_batches():
     assert torch.equal(plain, nhwc)
     with pytest.raises(ValueError, match="memory_format must be one of"):
         DeviceLoader(data, batch_size=4, memory_format="nhwc")
+
+
+def test_macro_supernet_batched_paths_channels_last():
+    """Single-path supernet, per-row paths (path_dispatch / path_combine) and per-path batch norm
+    (grouped_batch_norm): channels-last through every fused op, same logits and gradients as NCHW."""
+    from pynas.spaces import MacroSpace
+
+    space = MacroSpace(init_channels=4, head_channels=16, input_size=16)
+    torch.manual_seed(0)
+    ref = space.build_supernet().double().train()
+    net = space.build_supernet().double().train()
+    net.load_state_dict(ref.state_dict())
+    net.to(memory_format=CL)
+    paths = torch.as_tensor(space.sample(3, generator=torch.Generator().manual_seed(1)))
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    with FusedOpLayouts() as mode:
+        out = net.forward_paths(x.contiguous(memory_format=CL), paths)
+        out.square().sum().backward()
+    want = ref.forward_paths(x, paths)
+    want.square().sum().backward()
+    names = {name for name, _ in mode.calls}
+    assert "grouped_batch_norm" in names
+    bad = sorted({name for name, ok in mode.calls if not ok})
+    assert not bad, f"fused ops that saw or returned NCHW tensors in a channels-last pass: {bad}"
+    torch.testing.assert_close(out, want)
+    for (name, a), b in zip(net.named_parameters(), ref.parameters()):
+        if b.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, msg=name)

@@ -30,8 +30,12 @@ PathCombineInputs prepare_path_combine(at::TensorList ys, const at::Tensor& choi
   const int64_t n = choices.defined() && choices.dim() == 1 ? choices.size(0) : -1;
   in.choices = checked_choices(choices, n, static_cast<int64_t>(ys.size()), y0.device(), "choices",
                                "len(ys)");
-  in.ys = to_common_row_layout(ys, y0);
-  in.out = empty_rows_like(in.ys[0], n);
+  // The first bucket with rows fixes the layout: an empty bucket's strides say nothing (an op on an
+  // empty tensor returns it contiguous), and would turn a channels-last output NCHW.
+  size_t proto = 0;
+  while (proto + 1 < ys.size() && ys[proto].size(0) == 0) ++proto;
+  in.ys = to_common_row_layout(ys, ys[proto]);
+  in.out = empty_rows_like(in.ys[proto], n);
   if (residual.has_value() && residual->defined()) {
     const at::Tensor& r = *residual;
     TORCH_CHECK_VALUE(r.sizes() == in.out.sizes(), "residual must have shape ", in.out.sizes(), ", got ", r.sizes());

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pynas.ops.pooling import GlobalAvgPool2d
 from pynas.spaces.darts_ops import OPS, FactorizedReduce, Identity, ReLUConvBN
 from pynas.spaces.genotypes import DartsGenotype
 
@@ -148,7 +149,7 @@ class _DartsNetwork(nn.Module):
                 C_aux = C_prev
         self.auxiliary_head = (AuxiliaryHead(C_aux, num_classes, aux_pool_stride, aux_bn_after_768)
                                if auxiliary else None)
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pooling = GlobalAvgPool2d()
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def _run_cells(self, s0: Tensor, s1: Tensor) -> Tuple[Tensor, Optional[Tensor]]:

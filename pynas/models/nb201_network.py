@@ -13,6 +13,7 @@ from typing import Union
 
 from torch import Tensor, nn
 
+from pynas.ops.pooling import GlobalAvgPool2d
 from pynas.spaces.genotypes import NB201_EDGES, NB201Genotype
 from pynas.spaces.nb201_ops import ResNetBasicBlock, nb201_op
 
@@ -74,7 +75,7 @@ class NB201Network(nn.Module):
             C_prev = C_stage
         self.cells = nn.Sequential(*blocks)
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pooling = GlobalAvgPool2d()
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:

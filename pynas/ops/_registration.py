@@ -7,6 +7,7 @@ torch.compile (fake kernels) and differentiable (register_autograd).
 from __future__ import annotations
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 import pynas._extension  # noqa: F401  (loads the schemas and kernels)
 
@@ -150,7 +151,9 @@ def _path_dispatch_fake(x, choices, num_choices):
 
 @torch.library.register_fake("pynas::path_combine")
 def _path_combine_fake(ys, choices, residual=None):
-    return empty_rows_like(ys[0], choices.shape[0])
+    # Mirror of prepare_path_combine: the first bucket with rows fixes the layout.
+    proto = next((y for y in ys if guard_or_false(y.shape[0] > 0)), ys[0])
+    return empty_rows_like(proto, choices.shape[0])
 
 
 def _path_dispatch_setup(ctx, inputs, output):
@@ -161,18 +164,12 @@ def _path_dispatch_setup(ctx, inputs, output):
 
 def _path_dispatch_backward(ctx, grads):
     (choices,) = ctx.saved_tensors
-    # path_combine is path_dispatch's adjoint; unused buckets get zero gradients.
-    grads = [g if g is not None else torch.zeros(s, dtype=_dtype(grads), device=_device(grads))
-             for g, s in zip(grads, ctx.bucket_shapes)]
+    # path_combine is path_dispatch's adjoint; unused buckets get zero gradients, laid out like the
+    # others (path_combine adopts the first bucket's layout: an NCHW placeholder would make the
+    # gradient of a channels-last x NCHW).
+    ref = next(g for g in grads if g is not None)
+    grads = [g if g is not None else empty_rows_like(ref, s[0]).zero_() for g, s in zip(grads, ctx.bucket_shapes)]
     return _ops.path_combine(grads, choices, None), None, None
-
-
-def _dtype(ts):
-    return next(t for t in ts if t is not None).dtype
-
-
-def _device(ts):
-    return next(t for t in ts if t is not None).device
 
 
 torch.library.register_autograd("pynas::path_dispatch", _path_dispatch_backward, setup_context=_path_dispatch_setup)

@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from torch import Tensor, nn
 
+from pynas.ops.pooling import GlobalAvgPool2d
 from pynas.spaces import register_space
 from pynas.spaces._checks import check_positive_int
 from pynas.spaces.cost import Cost, conv_cost, conv_out_size, linear_cost
@@ -154,7 +155,7 @@ class MacroSpace(ConfiguredPathSpace):
     def make_head(self) -> nn.Module:
         return nn.Sequential(nn.Conv2d(self.out_channels, self.head_channels, 1, bias=False),
                              nn.BatchNorm2d(self.head_channels), nn.ReLU(inplace=False),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(self.head_channels, self.num_classes))
+                             GlobalAvgPool2d(), nn.Flatten(1), nn.Linear(self.head_channels, self.num_classes))
 
     def make_op(self, layer: int, choice: int) -> nn.Module:
         c_in, c_out, stride = self.plan[layer]

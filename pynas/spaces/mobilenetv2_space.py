@@ -66,6 +66,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from pynas.ops.pooling import GlobalAvgPool2d
 from pynas.spaces import register_space
 from pynas.spaces.chain_space import ChainPathSpace, make_divisible
 from pynas.spaces.cost import Cost, conv_cost, conv_out_size, linear_cost
@@ -201,7 +202,7 @@ class GreedyNASMobileNetV2Space(ChainPathSpace):
             nn.Conv2d(self.widths[-1], self.last_channels, 1, bias=False),
             nn.BatchNorm2d(self.last_channels, affine=bn_affine),
             nn.ReLU6(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
+            GlobalAvgPool2d(),
             nn.Flatten(1),
             nn.Dropout(dropout),
             nn.Linear(self.last_channels, self.num_classes),

@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from pynas.ops.pooling import GlobalAvgPool2d
 from pynas import ops
 from pynas.spaces.darts_ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, search_op
 
@@ -227,7 +228,7 @@ class DartsSupernet(ArchitectureMixin, nn.Module):
             self.cells.append(cell)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pooling = GlobalAvgPool2d()
         self.classifier = nn.Linear(C_prev, num_classes)
 
         self.op_columns = self.cells[0].op_columns

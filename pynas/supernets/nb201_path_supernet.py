@@ -20,6 +20,7 @@ from typing import Any, List, Optional
 
 from torch import Tensor, nn
 
+from pynas.ops.pooling import GlobalAvgPool2d
 from pynas.spaces.genotypes import NB201_EDGES
 from pynas.spaces.nb201_ops import PRIMITIVES, ResNetBasicBlock, nb201_op
 
@@ -92,7 +93,7 @@ class NB201PathSupernet(SinglePathSupernet):
             C_prev = C_stage
         self.cells = nn.ModuleList(blocks)
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pooling = GlobalAvgPool2d()
         self.classifier = nn.Linear(C_prev, num_classes)
         convert_to_path_batch_norm(self)
 

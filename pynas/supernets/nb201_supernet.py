@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from pynas.ops.pooling import GlobalAvgPool2d
 from pynas import ops
 from pynas.spaces.genotypes import NB201_EDGES
 from pynas.spaces.nb201_ops import PRIMITIVES, ResNetBasicBlock, nb201_op
@@ -110,7 +111,7 @@ class NB201Supernet(ArchitectureMixin, nn.Module):
             C_prev = C_stage
         self.cells = nn.ModuleList(blocks)
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pooling = GlobalAvgPool2d()
         self.classifier = nn.Linear(C_prev, num_classes)
         num_edges = len(NB201_EDGES)
         self.op_columns = [k for k, p in enumerate(self.primitives) if p != "none"]

@@ -99,6 +99,16 @@ class SinglePathSupernet(nn.Module):
         return out.view(num_paths, n, *out.shape[1:])
 
 
+def _select_blocks(h: Tensor, blocks: Tensor, n: int) -> Tensor:
+    """Rows ``[b * n, (b + 1) * n)`` of h for each b in ``blocks``, concatenated, in h's layout: a
+    channels-last h is gathered as NHWC (gathering its 5-D [P, n, C, H, W] view would return NCHW)."""
+    if h.dim() == 4 and not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+        nhwc = h.permute(0, 2, 3, 1)
+        picked = nhwc.view(-1, n, *nhwc.shape[1:]).index_select(0, blocks).flatten(0, 1)
+        return picked.permute(0, 3, 1, 2)
+    return h.view(-1, n, *h.shape[1:]).index_select(0, blocks).flatten(0, 1)
+
+
 class ChainSupernet(SinglePathSupernet):
     """``head(blocks(stem(x)))`` where ``blocks`` mixes fixed modules and ChoiceLayers (in path order).
 
@@ -169,8 +179,7 @@ class ChainSupernet(SinglePathSupernet):
             prefixes, group_of_path = torch.unique(key, sorted=True, return_inverse=True)
             parent, choice = prefixes // k, prefixes % k
             if prefixes.numel() != num_prefixes or not torch.equal(parent, torch.arange(num_prefixes)):
-                h = h.view(num_prefixes, n, *h.shape[1:]).index_select(0, parent.to(h.device))
-                h = h.reshape(-1, *h.shape[2:])
+                h = _select_blocks(h, parent.to(h.device), n)
             num_prefixes = prefixes.numel()
             with path_batch(torch.arange(num_prefixes).repeat_interleave(n), num_groups):
                 h = block(h, choice.repeat_interleave(n))
