@@ -94,3 +94,21 @@ def test_macro_supernet_batched_paths_channels_last():
     for (name, a), b in zip(net.named_parameters(), ref.parameters()):
         if b.grad is not None:
             torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, CL])
+def test_global_avg_pool_matches_adaptive_pool_and_keeps_the_gradient_layout(fmt):
+    from pynas.ops.pooling import GlobalAvgPool2d
+
+    x = torch.randn(3, 5, 4, 6, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    out = GlobalAvgPool2d()(x)
+    want = torch.nn.AdaptiveAvgPool2d(1)(x)
+    torch.testing.assert_close(out, want)
+    g = torch.randn_like(want)
+    (gx,) = torch.autograd.grad(out, x, g)
+    (gw,) = torch.autograd.grad(want, x, g)
+    torch.testing.assert_close(gx, gw)
+    assert gx.is_contiguous(memory_format=fmt)
+    assert torch.autograd.gradcheck(GlobalAvgPool2d(), (x,))
+    with pytest.raises(ValueError, match=r"expects \[N, C, H, W\]"):
+        GlobalAvgPool2d()(torch.randn(3, 5, 4))
