@@ -27,7 +27,10 @@ constexpr int kMaxGroup = 8;         // inputs read together, accumulating in re
 constexpr int64_t kTile = 1024;      // elements of the L1 accumulator tile (more than kMaxGroup inputs)
 constexpr int64_t kChunk = 16384;    // elements per work item
 constexpr int64_t kFlush = 2048;     // float partial sums go to double every this many elements
-constexpr int64_t kSerialWork = 1 << 15;  // elements moved under which one thread runs it all
+// Elements moved under which one thread runs it all: below ~1 MB the fork and
+// join of the thread pool (and, on a busy machine, waiting for a descheduled
+// worker) costs more than a second core gains.
+constexpr int64_t kSerialWork = 1 << 18;
 
 // Grain for at::parallel_for over `items`: all on one thread for small work.
 inline int64_t grain_for(int64_t items, int64_t elements_moved) {
