@@ -24,7 +24,7 @@ template <typename scalar_t>
 using acc_type = at::opmath_type<scalar_t>;
 
 constexpr int kMaxGroup = 8;         // inputs read together, accumulating in registers
-constexpr int64_t kTile = 1024;      // elements of the L1 accumulator tile (more than kMaxGroup inputs)
+constexpr int64_t kTileBytes = 16384;  // the L1 accumulator tile (more than kMaxGroup inputs)
 constexpr int64_t kChunk = 16384;    // elements per work item
 constexpr int64_t kFlush = 2048;     // float partial sums go to double every this many elements
 // Elements moved under which one thread runs it all: below ~1 MB the fork and
@@ -35,6 +35,66 @@ constexpr int64_t kSerialWork = 1 << 18;
 // Grain for at::parallel_for over `items`: all on one thread for small work.
 inline int64_t grain_for(int64_t items, int64_t elements_moved) {
   return elements_moved < kSerialWork ? std::max<int64_t>(items, 1) : 1;
+}
+
+// Elements of the accumulator tile: 16 KiB of accumulators, so that each
+// input is read in runs of 16 KiB (fp32) and the hardware prefetcher keeps up.
+template <typename acc_t>
+constexpr int64_t kTile = kTileBytes / sizeof(acc_t);
+
+// ------------------------------------------------------------------ streaming stores
+// Outputs larger than kStreamBytes (in all) are written with non-temporal
+// stores where the run is vector-aligned: they skip the read of each line
+// before its write (a third of a copy's traffic) and leave the caches to the
+// inputs. x86 builds only; the portable build stores normally.
+constexpr int64_t kStreamBytes = 8 << 20;
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr uintptr_t kStreamAlign = 64;
+#elif defined(CPU_CAPABILITY_AVX2)
+constexpr uintptr_t kStreamAlign = 32;
+#else
+constexpr uintptr_t kStreamAlign = 0;
+#endif
+
+// Whether an op writing `bytes` in all streams its output.
+inline bool stream_output(int64_t bytes) { return kStreamAlign > 0 && bytes >= kStreamBytes; }
+
+// Whether a run starting at p can be streamed.
+template <typename T>
+inline bool stream_aligned(const T* p) {
+  return kStreamAlign > 0 && reinterpret_cast<uintptr_t>(p) % kStreamAlign == 0;
+}
+
+// Orders this thread's streaming stores before what follows (the join of the
+// parallel region, and whoever reads the output next).
+inline void stream_fence() {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  _mm_sfence();
+#endif
+}
+
+// One vector to aligned memory, non-temporally where the build can.
+template <typename T>
+inline void stream_vec(T* p, const Vectorized<T>& v) {
+#if defined(CPU_CAPABILITY_AVX512)
+  if constexpr (std::is_same_v<T, float>) {
+    _mm512_stream_ps(p, v);
+  } else if constexpr (std::is_same_v<T, double>) {
+    _mm512_stream_pd(p, v);
+  } else {
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), v);
+  }
+#elif defined(CPU_CAPABILITY_AVX2)
+  if constexpr (std::is_same_v<T, float>) {
+    _mm256_stream_ps(p, v);
+  } else if constexpr (std::is_same_v<T, double>) {
+    _mm256_stream_pd(p, v);
+  } else {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v);
+  }
+#else
+  v.store(p);
+#endif
 }
 
 // ------------------------------------------------------------------ loads/stores
@@ -73,6 +133,15 @@ struct Io<T, std::enable_if_t<std::is_same_v<T, float> || std::is_same_v<T, doub
       a.store(p, static_cast<int>(n));
     }
   }
+  // kStep elements to p, which stream_aligned(p) (streaming) or not (plain).
+  static inline void put(T* p, bool stream, const V& a, const V& b) {
+    if (stream) {
+      stream_vec(p, a);
+      stream_vec(p + kW, b);
+    } else {
+      store(p, a, b);
+    }
+  }
 };
 
 template <typename T>
@@ -91,6 +160,13 @@ struct Io<T, std::enable_if_t<std::is_same_v<T, at::Half> || std::is_same_v<T, a
   static inline void store(T* p, int64_t n, const V& a, const V& b) {
     at::vec::convert_from_float<T>(a, b).store(p, static_cast<int>(n));
   }
+  static inline void put(T* p, bool stream, const V& a, const V& b) {
+    if (stream) {
+      stream_vec(p, at::vec::convert_from_float<T>(a, b));
+    } else {
+      store(p, a, b);
+    }
+  }
 };
 
 // Sum of a vector's lanes, in lane order.
@@ -105,11 +181,12 @@ inline A lane_sum(const Vectorized<A>& v) {
 
 // ------------------------------------------------------------------ weighted sum
 // One group of G inputs over len elements: acc (the L1 tile `buf`, or zero
-// when `first`) += sum_g w[g] * x[g]; the result goes to `out` when `last`,
-// else back to `buf` (len rounded up to kStep: buf has room).
+// when `first`) += sum_g w[g] * x[g]; the result goes to `out` when `last`
+// (streamed when `stream`: out is then stream_aligned), else back to `buf`
+// (len rounded up to kStep: buf has room).
 template <typename scalar_t, int G>
 void ws_group(const scalar_t* const* x, const acc_type<scalar_t>* w, bool first, bool last,
-              acc_type<scalar_t>* buf, scalar_t* out, int64_t len) {
+              acc_type<scalar_t>* buf, scalar_t* out, int64_t len, bool stream) {
   using IO = Io<scalar_t>;
   using V = typename IO::V;
   using acc_t = acc_type<scalar_t>;
@@ -134,7 +211,7 @@ void ws_group(const scalar_t* const* x, const acc_type<scalar_t>* w, bool first,
       b = at::vec::fmadd(q, wv[g], b);
     }
     if (last) {
-      IO::store(out + j, a, b);
+      IO::put(out + j, stream, a, b);
     } else {
       a.store(buf + j);
       b.store(buf + j + W);
@@ -164,42 +241,45 @@ void ws_group(const scalar_t* const* x, const acc_type<scalar_t>* w, bool first,
 
 template <typename scalar_t>
 void ws_group_n(int g, const scalar_t* const* x, const acc_type<scalar_t>* w, bool first, bool last,
-                acc_type<scalar_t>* buf, scalar_t* out, int64_t len) {
+                acc_type<scalar_t>* buf, scalar_t* out, int64_t len, bool stream) {
   switch (g) {
-    case 1: return ws_group<scalar_t, 1>(x, w, first, last, buf, out, len);
-    case 2: return ws_group<scalar_t, 2>(x, w, first, last, buf, out, len);
-    case 3: return ws_group<scalar_t, 3>(x, w, first, last, buf, out, len);
-    case 4: return ws_group<scalar_t, 4>(x, w, first, last, buf, out, len);
-    case 5: return ws_group<scalar_t, 5>(x, w, first, last, buf, out, len);
-    case 6: return ws_group<scalar_t, 6>(x, w, first, last, buf, out, len);
-    case 7: return ws_group<scalar_t, 7>(x, w, first, last, buf, out, len);
-    default: return ws_group<scalar_t, 8>(x, w, first, last, buf, out, len);
+    case 1: return ws_group<scalar_t, 1>(x, w, first, last, buf, out, len, stream);
+    case 2: return ws_group<scalar_t, 2>(x, w, first, last, buf, out, len, stream);
+    case 3: return ws_group<scalar_t, 3>(x, w, first, last, buf, out, len, stream);
+    case 4: return ws_group<scalar_t, 4>(x, w, first, last, buf, out, len, stream);
+    case 5: return ws_group<scalar_t, 5>(x, w, first, last, buf, out, len, stream);
+    case 6: return ws_group<scalar_t, 6>(x, w, first, last, buf, out, len, stream);
+    case 7: return ws_group<scalar_t, 7>(x, w, first, last, buf, out, len, stream);
+    default: return ws_group<scalar_t, 8>(x, w, first, last, buf, out, len, stream);
   }
 }
 
 // Per-thread scratch of the weighted sums: the L1 tile and K pointers.
 template <typename scalar_t>
 struct WsScratch {
-  std::vector<acc_type<scalar_t>> buf = std::vector<acc_type<scalar_t>>(kTile + Io<scalar_t>::kStep);
+  std::vector<acc_type<scalar_t>> buf = std::vector<acc_type<scalar_t>>(kTile<acc_type<scalar_t>> + Io<scalar_t>::kStep);
   std::vector<const scalar_t*> ptrs;
 };
 
 // out[0, len) = sum_k w[k] * x[k][0, len): up to kMaxGroup inputs in one pass
 // with register accumulators; more go through an L1 tile, kMaxGroup at a time.
+// stream: the op streams its output (where this run is aligned).
 template <typename scalar_t>
 void ws_range(const scalar_t* const* x, const acc_type<scalar_t>* w, int64_t k_count, scalar_t* out, int64_t len,
-              WsScratch<scalar_t>& scratch) {
+              WsScratch<scalar_t>& scratch, bool stream) {
+  stream = stream && stream_aligned(out);
   if (k_count <= kMaxGroup) {
-    ws_group_n<scalar_t>(static_cast<int>(k_count), x, w, true, true, nullptr, out, len);
+    ws_group_n<scalar_t>(static_cast<int>(k_count), x, w, true, true, nullptr, out, len, stream);
     return;
   }
+  constexpr int64_t tile = kTile<acc_type<scalar_t>>;
   const scalar_t* xs[kMaxGroup];
-  for (int64_t t = 0; t < len; t += kTile) {
-    const int64_t n = std::min(kTile, len - t);
+  for (int64_t t = 0; t < len; t += tile) {
+    const int64_t n = std::min(tile, len - t);
     for (int64_t k0 = 0; k0 < k_count; k0 += kMaxGroup) {
       const int g = static_cast<int>(std::min<int64_t>(kMaxGroup, k_count - k0));
       for (int i = 0; i < g; ++i) xs[i] = x[k0 + i] + t;
-      ws_group_n<scalar_t>(g, xs, w + k0, k0 == 0, k0 + g == k_count, scratch.buf.data(), out + t, n);
+      ws_group_n<scalar_t>(g, xs, w + k0, k0 == 0, k0 + g == k_count, scratch.buf.data(), out + t, n, stream);
     }
   }
 }
@@ -212,6 +292,7 @@ void weighted_sum_forward_impl(const WeightedSumForward& a) {
   const int64_t items = a.samples * per;
   const auto* w = static_cast<const acc_t*>(a.weights);
   auto* out = static_cast<scalar_t*>(a.out);
+  const bool stream = stream_output(a.samples * a.inner * static_cast<int64_t>(sizeof(scalar_t)));
   at::parallel_for(0, items, grain_for(items, a.samples * a.inner * (k_count + 1)), [&](int64_t begin, int64_t end) {
     WsScratch<scalar_t> scratch;
     scratch.ptrs.resize(k_count);
@@ -223,17 +304,19 @@ void weighted_sum_forward_impl(const WeightedSumForward& a) {
         scratch.ptrs[k] = static_cast<const scalar_t*>(a.xs[k]) + sample * a.x_strides[k] + lo;
       }
       ws_range<scalar_t>(scratch.ptrs.data(), w + (a.per_sample_weights ? sample * k_count : 0), k_count,
-                         out + sample * a.out_stride + lo, len, scratch);
+                         out + sample * a.out_stride + lo, len, scratch, stream);
     }
+    if (stream) stream_fence();
   });
 }
 
 // Backward of one group of G inputs over len elements, reading grad g once:
-// gx[i] = w[i] * g where gx[i] is set; when kDots, dots[i] += g * x[i] with
-// two vectors of lanes per input (dots: 2 * G * kW values, unaligned).
+// gx[i] = w[i] * g where gx[i] is set (streamed when `stream`: every gx[i] is
+// then stream_aligned); when kDots, dots[i] += g * x[i] with two vectors of
+// lanes per input (dots: 2 * G * kW values, unaligned).
 template <typename scalar_t, int G, bool kDots>
 void wsb_group(const scalar_t* g, const scalar_t* const* x, scalar_t* const* gx, const acc_type<scalar_t>* w,
-               acc_type<scalar_t>* dots, int64_t len) {
+               acc_type<scalar_t>* dots, int64_t len, bool stream) {
   using IO = Io<scalar_t>;
   using V = typename IO::V;
   constexpr int64_t S = IO::kStep, W = IO::kW;
@@ -254,7 +337,7 @@ void wsb_group(const scalar_t* g, const scalar_t* const* x, scalar_t* const* gx,
     V a, b;
     IO::load(g + j, a, b);
     for (int i = 0; i < G; ++i) {
-      if (gp[i] != nullptr) IO::store(gp[i] + j, a * wv[i], b * wv[i]);
+      if (gp[i] != nullptr) IO::put(gp[i] + j, stream, a * wv[i], b * wv[i]);
       if (kDots) {
         V p, q;
         IO::load(xp[i] + j, p, q);
@@ -287,16 +370,16 @@ void wsb_group(const scalar_t* g, const scalar_t* const* x, scalar_t* const* gx,
 
 template <typename scalar_t, bool kDots>
 void wsb_group_n(int n, const scalar_t* g, const scalar_t* const* x, scalar_t* const* gx,
-                 const acc_type<scalar_t>* w, acc_type<scalar_t>* dots, int64_t len) {
+                 const acc_type<scalar_t>* w, acc_type<scalar_t>* dots, int64_t len, bool stream) {
   switch (n) {
-    case 1: return wsb_group<scalar_t, 1, kDots>(g, x, gx, w, dots, len);
-    case 2: return wsb_group<scalar_t, 2, kDots>(g, x, gx, w, dots, len);
-    case 3: return wsb_group<scalar_t, 3, kDots>(g, x, gx, w, dots, len);
-    case 4: return wsb_group<scalar_t, 4, kDots>(g, x, gx, w, dots, len);
-    case 5: return wsb_group<scalar_t, 5, kDots>(g, x, gx, w, dots, len);
-    case 6: return wsb_group<scalar_t, 6, kDots>(g, x, gx, w, dots, len);
-    case 7: return wsb_group<scalar_t, 7, kDots>(g, x, gx, w, dots, len);
-    default: return wsb_group<scalar_t, 8, kDots>(g, x, gx, w, dots, len);
+    case 1: return wsb_group<scalar_t, 1, kDots>(g, x, gx, w, dots, len, stream);
+    case 2: return wsb_group<scalar_t, 2, kDots>(g, x, gx, w, dots, len, stream);
+    case 3: return wsb_group<scalar_t, 3, kDots>(g, x, gx, w, dots, len, stream);
+    case 4: return wsb_group<scalar_t, 4, kDots>(g, x, gx, w, dots, len, stream);
+    case 5: return wsb_group<scalar_t, 5, kDots>(g, x, gx, w, dots, len, stream);
+    case 6: return wsb_group<scalar_t, 6, kDots>(g, x, gx, w, dots, len, stream);
+    case 7: return wsb_group<scalar_t, 7, kDots>(g, x, gx, w, dots, len, stream);
+    default: return wsb_group<scalar_t, 8, kDots>(g, x, gx, w, dots, len, stream);
   }
 }
 
@@ -320,28 +403,30 @@ struct WsbScratch {
 };
 
 // Over [0, len): gx[k] = w[k] * g (where set), dots[k] += g * x[k] (when
-// with_dots), kMaxGroup inputs at a time over L1-sized tiles of g.
+// with_dots), kMaxGroup inputs at a time over L1-sized tiles of g. stream: the
+// op streams its outputs (where all of a group's runs are aligned).
 template <typename scalar_t>
 void wsb_range(const scalar_t* g, WsbScratch<scalar_t>& s, const acc_type<scalar_t>* w, int64_t k_count,
-               bool with_dots, int64_t len) {
-  const int64_t tile = k_count <= kMaxGroup ? len : kTile;
+               bool with_dots, int64_t len, bool stream) {
+  const int64_t tile = k_count <= kMaxGroup ? len : kTile<acc_type<scalar_t>>;
   const scalar_t* xs[kMaxGroup];
   scalar_t* gxs[kMaxGroup];
   for (int64_t t = 0; t < len; t += tile) {
     const int64_t n = std::min(tile, len - t);
     for (int64_t k0 = 0; k0 < k_count; k0 += kMaxGroup) {
       const int gsize = static_cast<int>(std::min<int64_t>(kMaxGroup, k_count - k0));
-      bool any = with_dots;
+      bool any = with_dots, aligned = stream;
       for (int i = 0; i < gsize; ++i) {
         xs[i] = with_dots ? s.x[k0 + i] + t : nullptr;
         gxs[i] = s.gx[k0 + i] != nullptr ? s.gx[k0 + i] + t : nullptr;
         any = any || gxs[i] != nullptr;
+        aligned = aligned && (gxs[i] == nullptr || stream_aligned(gxs[i]));
       }
       if (!any) continue;
       if (with_dots) {
-        wsb_group_n<scalar_t, true>(gsize, g + t, xs, gxs, w + k0, s.dots.data() + 2 * k0 * s.kW, n);
+        wsb_group_n<scalar_t, true>(gsize, g + t, xs, gxs, w + k0, s.dots.data() + 2 * k0 * s.kW, n, aligned);
       } else {
-        wsb_group_n<scalar_t, false>(gsize, g + t, xs, gxs, w + k0, nullptr, n);
+        wsb_group_n<scalar_t, false>(gsize, g + t, xs, gxs, w + k0, nullptr, n, aligned);
       }
     }
   }
@@ -372,8 +457,12 @@ void weighted_sum_backward_impl(const WeightedSumBackward& a) {
   const auto* w = static_cast<const acc_t*>(a.weights);
   const auto* grad = static_cast<const scalar_t*>(a.grad);
   std::vector<acc_t> partial(with_dots ? items * k_count : 0);
-  int64_t streams = 1;
-  for (int64_t k = 0; k < k_count; ++k) streams += (a.grad_xs[k] != nullptr) + with_dots;
+  int64_t streams = 1, outputs = 0;
+  for (int64_t k = 0; k < k_count; ++k) {
+    streams += (a.grad_xs[k] != nullptr) + with_dots;
+    outputs += a.grad_xs[k] != nullptr;
+  }
+  const bool stream = stream_output(outputs * a.samples * a.inner * static_cast<int64_t>(sizeof(scalar_t)));
   at::parallel_for(0, items, grain_for(items, a.samples * a.inner * streams), [&](int64_t begin, int64_t end) {
     WsbScratch<scalar_t> s(k_count);
     for (int64_t item = begin; item < end; ++item) {
@@ -388,11 +477,12 @@ void weighted_sum_backward_impl(const WeightedSumBackward& a) {
       }
       if (with_dots) s.clear_dots();
       wsb_range<scalar_t>(grad + sample * a.grad_stride + lo, s, w + (a.per_sample_weights ? sample * k_count : 0),
-                          k_count, with_dots, len);
+                          k_count, with_dots, len, stream);
       if (with_dots) {
         for (int64_t k = 0; k < k_count; ++k) partial[item * k_count + k] = s.dot(k);
       }
     }
+    if (stream) stream_fence();
   });
   if (with_dots) {
     sum_partials(partial, items, k_count, a.per_sample_weights ? per : std::max<int64_t>(items, 1),
@@ -458,7 +548,8 @@ inline void deinterleave(const V* in, V* out) {
 
 // One channels-last output row: out[j * G + i] = i == 0 ? mixed[j] : x[i * cp + j].
 template <typename scalar_t, int G>
-void shuffle_row(const scalar_t* mixed, const scalar_t* x, int64_t cp, scalar_t* out) {
+void shuffle_row(const scalar_t* mixed, const scalar_t* x, int64_t cp, scalar_t* out, bool stream) {
+  stream = stream && stream_aligned(out);
   using IO = Io<scalar_t>;
   using V = typename IO::V;
   constexpr int64_t S = IO::kStep;
@@ -470,8 +561,8 @@ void shuffle_row(const scalar_t* mixed, const scalar_t* x, int64_t cp, scalar_t*
     interleave<G>(a, oa);
     interleave<G>(b, ob);
     scalar_t* o = out + j * G;
-    for (int i = 0; i < G; i += 2) IO::store(o + i * IO::kW, oa[i], oa[i + 1]);
-    for (int i = 0; i < G; i += 2) IO::store(o + (G + i) * IO::kW, ob[i], ob[i + 1]);
+    for (int i = 0; i < G; i += 2) IO::put(o + i * IO::kW, stream, oa[i], oa[i + 1]);
+    for (int i = 0; i < G; i += 2) IO::put(o + (G + i) * IO::kW, stream, ob[i], ob[i + 1]);
   }
   for (; j < cp; ++j) {
     out[j * G] = mixed[j];
@@ -491,7 +582,8 @@ void shuffle_row_any(const scalar_t* mixed, const scalar_t* x, int64_t cp, int64
 // The inverse for the backward: gmix[j] = grad[j * G], gx[i * cp + j] =
 // grad[j * G + i] for i > 0 and gx[j] = 0 (gx may be null).
 template <typename scalar_t, int G>
-void unshuffle_row(const scalar_t* grad, int64_t cp, scalar_t* gmix, scalar_t* gx) {
+void unshuffle_row(const scalar_t* grad, int64_t cp, scalar_t* gmix, scalar_t* gx, bool stream) {
+  stream = stream && gx != nullptr && stream_aligned(gx) && stream_aligned(gx + cp);
   using IO = Io<scalar_t>;
   using V = typename IO::V;
   constexpr int64_t S = IO::kStep;
@@ -505,7 +597,7 @@ void unshuffle_row(const scalar_t* grad, int64_t cp, scalar_t* gmix, scalar_t* g
     deinterleave<G>(ib, b);
     IO::store(gmix + j, a[0], b[0]);
     if (gx != nullptr) {
-      for (int i = 1; i < G; ++i) IO::store(gx + i * cp + j, a[i], b[i]);
+      for (int i = 1; i < G; ++i) IO::put(gx + i * cp + j, stream, a[i], b[i]);
     }
   }
   for (; j < cp; ++j) {
@@ -543,6 +635,7 @@ void partial_channel_mix_forward_impl(const PartialChannelMixForward& a) {
   std::vector<const scalar_t*> ys;
   for (const void* y : a.ys) ys.push_back(static_cast<const scalar_t*>(y));
   const int64_t moved = ov.n * ov.s * (ov.c * 2 + cp * k_count);
+  const bool stream = stream_output(ov.n * ov.c * ov.s * static_cast<int64_t>(sizeof(scalar_t)));
   const Kind kind = common_kind({&ov, &xv, &yv});
 
   if (kind == Kind::kPlanes) {
@@ -561,8 +654,9 @@ void partial_channel_mix_forward_impl(const PartialChannelMixForward& a) {
         }
         for (int64_t k = 0; k < k_count; ++k) scratch.ptrs[k] = ys[k] + n * yv.stride_n + j * yv.stride_c;
         ws_range<scalar_t>(scratch.ptrs.data(), w + (a.per_sample_weights ? n * k_count : 0), k_count, dst, ov.s,
-                           scratch);
+                           scratch, stream);
       }
+      if (stream) stream_fence();
     });
     return;
   }
@@ -584,16 +678,17 @@ void partial_channel_mix_forward_impl(const PartialChannelMixForward& a) {
           for (int64_t k = 0; k < k_count; ++k) scratch.ptrs[k] = ys[k] + n * yv.stride_n + s * yv.stride_s;
           // groups == 1: the output row is the mix itself.
           scalar_t* m = groups == 1 ? dst : mixed.data();
-          ws_range<scalar_t>(scratch.ptrs.data(), wn, k_count, m, cp, scratch);
+          ws_range<scalar_t>(scratch.ptrs.data(), wn, k_count, m, cp, scratch, stream && groups == 1);
           switch (groups) {
             case 1: break;
-            case 2: shuffle_row<scalar_t, 2>(m, xr, cp, dst); break;
-            case 4: shuffle_row<scalar_t, 4>(m, xr, cp, dst); break;
-            case 8: shuffle_row<scalar_t, 8>(m, xr, cp, dst); break;
+            case 2: shuffle_row<scalar_t, 2>(m, xr, cp, dst, stream); break;
+            case 4: shuffle_row<scalar_t, 4>(m, xr, cp, dst, stream); break;
+            case 8: shuffle_row<scalar_t, 8>(m, xr, cp, dst, stream); break;
             default: shuffle_row_any<scalar_t>(m, xr, cp, groups, dst);
           }
         }
       }
+      if (stream) stream_fence();
     });
     return;
   }
@@ -642,6 +737,9 @@ void partial_channel_mix_backward_impl(const PartialChannelMixBackward& a) {
   const NCSView* gyv = any_gy ? &a.gyv : nullptr;
   const NCSView* gxv = grad_x != nullptr ? &a.gxv : nullptr;
   const int64_t moved = gv.n * gv.s * (gv.c * 2 + cp * k_count * 2);
+  int64_t outputs = grad_x != nullptr ? gv.c : 0;
+  for (int64_t k = 0; k < k_count; ++k) outputs += gys[k] != nullptr ? cp : 0;
+  const bool stream = stream_output(outputs * gv.n * gv.s * static_cast<int64_t>(sizeof(scalar_t)));
   const Kind kind = common_kind({&gv, yv, gyv, gxv});
 
   // Per item partial dot products [items, K], items of one sample contiguous.
@@ -679,12 +777,13 @@ void partial_channel_mix_backward_impl(const PartialChannelMixBackward& a) {
           s.gx[k] = gys[k] != nullptr ? gys[k] + n * a.gyv.stride_n + j * a.gyv.stride_c : nullptr;
         }
         if (with_dots) s.clear_dots();
-        wsb_range<scalar_t>(src, s, w + (a.per_sample_weights ? n * k_count : 0), k_count, with_dots, gv.s);
+        wsb_range<scalar_t>(src, s, w + (a.per_sample_weights ? n * k_count : 0), k_count, with_dots, gv.s, stream);
         if (with_dots) {
           acc_t* p = partial.data() + (n * cp + j) * k_count;
           for (int64_t k = 0; k < k_count; ++k) p[k] = s.dot(k);
         }
       }
+      if (stream) stream_fence();
     });
   } else if (kind == Kind::kRows) {
     const int64_t rpi = rows_per_item(gv.c);
@@ -702,9 +801,9 @@ void partial_channel_mix_backward_impl(const PartialChannelMixBackward& a) {
           const scalar_t* gm = src;  // groups == 1: the grad row is the mix's gradient
           if (groups > 1) {
             switch (groups) {
-              case 2: unshuffle_row<scalar_t, 2>(src, cp, gmix.data(), gx); break;
-              case 4: unshuffle_row<scalar_t, 4>(src, cp, gmix.data(), gx); break;
-              case 8: unshuffle_row<scalar_t, 8>(src, cp, gmix.data(), gx); break;
+              case 2: unshuffle_row<scalar_t, 2>(src, cp, gmix.data(), gx, stream); break;
+              case 4: unshuffle_row<scalar_t, 4>(src, cp, gmix.data(), gx, stream); break;
+              case 8: unshuffle_row<scalar_t, 8>(src, cp, gmix.data(), gx, stream); break;
               default: unshuffle_row_any<scalar_t>(src, cp, groups, gmix.data(), gx);
             }
             gm = gmix.data();
@@ -715,12 +814,13 @@ void partial_channel_mix_backward_impl(const PartialChannelMixBackward& a) {
             s.x[k] = with_dots ? ys[k] + n * a.yv.stride_n + p * a.yv.stride_s : nullptr;
             s.gx[k] = gys[k] != nullptr ? gys[k] + n * a.gyv.stride_n + p * a.gyv.stride_s : nullptr;
           }
-          wsb_range<scalar_t>(gm, s, wn, k_count, with_dots, cp);
+          wsb_range<scalar_t>(gm, s, wn, k_count, with_dots, cp, stream);
         }
         if (with_dots) {
           for (int64_t k = 0; k < k_count; ++k) partial[item * k_count + k] = s.dot(k);
         }
       }
+      if (stream) stream_fence();
     });
   } else {
     const int64_t all = gv.n * gv.c;
@@ -903,7 +1003,8 @@ void batch_norm_moments_impl(const BatchNormMoments& a) {
 // out = (x - m) * a + b over a contiguous run.
 template <typename scalar_t>
 inline void affine_run(const scalar_t* x, acc_type<scalar_t> m, acc_type<scalar_t> a, acc_type<scalar_t> b,
-                       scalar_t* out, int64_t len) {
+                       scalar_t* out, int64_t len, bool stream) {
+  stream = stream && stream_aligned(out);
   using IO = Io<scalar_t>;
   using V = typename IO::V;
   constexpr int64_t S = IO::kStep;
@@ -912,7 +1013,7 @@ inline void affine_run(const scalar_t* x, acc_type<scalar_t> m, acc_type<scalar_
   for (; j + S <= len; j += S) {
     V p, q;
     IO::load(x + j, p, q);
-    IO::store(out + j, at::vec::fmadd(p - mv, av, bv), at::vec::fmadd(q - mv, av, bv));
+    IO::put(out + j, stream, at::vec::fmadd(p - mv, av, bv), at::vec::fmadd(q - mv, av, bv));
   }
   if (j < len) {
     V p, q;
@@ -924,7 +1025,8 @@ inline void affine_run(const scalar_t* x, acc_type<scalar_t> m, acc_type<scalar_
 // The same over a channels-last row with per-channel m, a, b.
 template <typename scalar_t>
 inline void affine_row(const scalar_t* x, const acc_type<scalar_t>* m, const acc_type<scalar_t>* a,
-                       const acc_type<scalar_t>* b, scalar_t* out, int64_t c) {
+                       const acc_type<scalar_t>* b, scalar_t* out, int64_t c, bool stream) {
+  stream = stream && stream_aligned(out);
   using IO = Io<scalar_t>;
   using V = typename IO::V;
   constexpr int64_t S = IO::kStep, W = IO::kW;
@@ -932,8 +1034,8 @@ inline void affine_row(const scalar_t* x, const acc_type<scalar_t>* m, const acc
   for (; j + S <= c; j += S) {
     V p, q;
     IO::load(x + j, p, q);
-    IO::store(out + j, at::vec::fmadd(p - V::loadu(m + j), V::loadu(a + j), V::loadu(b + j)),
-              at::vec::fmadd(q - V::loadu(m + j + W), V::loadu(a + j + W), V::loadu(b + j + W)));
+    IO::put(out + j, stream, at::vec::fmadd(p - V::loadu(m + j), V::loadu(a + j), V::loadu(b + j)),
+            at::vec::fmadd(q - V::loadu(m + j + W), V::loadu(a + j + W), V::loadu(b + j + W)));
   }
   for (; j < c; ++j) out[j] = static_cast<scalar_t>((static_cast<acc_type<scalar_t>>(x[j]) - m[j]) * a[j] + b[j]);
 }
@@ -949,6 +1051,7 @@ void batch_norm_apply_impl(const BatchNormApply& a) {
   const auto* scale = static_cast<const acc_t*>(a.scale);
   const auto* shift = static_cast<const acc_t*>(a.shift);
   const int64_t moved = 2 * xv.n * xv.c * xv.s;
+  const bool stream = stream_output(xv.n * xv.c * xv.s * static_cast<int64_t>(sizeof(scalar_t)));
   const Kind kind = common_kind({&xv, &ov});
   if (kind == Kind::kRows) {
     const int64_t rpi = rows_per_item(xv.c);
@@ -961,9 +1064,10 @@ void batch_norm_apply_impl(const BatchNormApply& a) {
         const int64_t g = a.groups[n] * xv.c;
         for (int64_t s = s_lo; s < s_hi; ++s) {
           affine_row<scalar_t>(x + n * xv.stride_n + s * xv.stride_s, mean + g, scale + g, shift,
-                               out + n * ov.stride_n + s * ov.stride_s, xv.c);
+                               out + n * ov.stride_n + s * ov.stride_s, xv.c, stream);
         }
       }
+      if (stream) stream_fence();
     });
     return;
   }
@@ -975,7 +1079,7 @@ void batch_norm_apply_impl(const BatchNormApply& a) {
       const scalar_t* p = x + n * xv.stride_n + c * xv.stride_c;
       scalar_t* q = out + n * ov.stride_n + c * ov.stride_c;
       if (kind == Kind::kPlanes) {
-        affine_run<scalar_t>(p, mean[gc], scale[gc], shift[c], q, xv.s);
+        affine_run<scalar_t>(p, mean[gc], scale[gc], shift[c], q, xv.s, stream);
       } else {
         for (int64_t s = 0; s < xv.s; ++s) {
           q[s * ov.stride_s] =
@@ -983,6 +1087,7 @@ void batch_norm_apply_impl(const BatchNormApply& a) {
         }
       }
     }
+    if (stream) stream_fence();
   });
 }
 
@@ -1131,6 +1236,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
   const auto* k2 = static_cast<const acc_t*>(a.k2);
   const auto* k3 = static_cast<const acc_t*>(a.k3);
   const int64_t moved = 3 * xv.n * xv.c * xv.s;
+  const bool stream = stream_output(xv.n * xv.c * xv.s * static_cast<int64_t>(sizeof(scalar_t)));
   const Kind kind = common_kind({&xv, &gv, &ov});
   if (kind == Kind::kRows) {
     const int64_t rpi = rows_per_item(xv.c);
@@ -1146,6 +1252,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
           const scalar_t* px = x + n * xv.stride_n + s * xv.stride_s;
           const scalar_t* pg = dy + n * gv.stride_n + s * gv.stride_s;
           scalar_t* po = gx + n * ov.stride_n + s * ov.stride_s;
+          const bool st = stream && stream_aligned(po);
           int64_t j = 0;
           for (; j + S <= xv.c; j += S) {
             V ga, gb, xa, xb;
@@ -1156,7 +1263,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
             const V rb = at::vec::fmadd(
                 V::loadu(c1 + j + W), gb,
                 at::vec::fmadd(V::loadu(c2 + j + W), xb - V::loadu(m + j + W), V::loadu(c3 + j + W)));
-            IO::store(po + j, ra, rb);
+            IO::put(po + j, st, ra, rb);
           }
           for (; j < xv.c; ++j) {
             po[j] = static_cast<scalar_t>(c1[j] * static_cast<acc_t>(pg[j]) +
@@ -1164,6 +1271,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
           }
         }
       }
+      if (stream) stream_fence();
     });
     return;
   }
@@ -1178,13 +1286,14 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
       scalar_t* po = gx + n * ov.stride_n + c * ov.stride_c;
       if (kind == Kind::kPlanes) {
         const V mv(m), v1(c1), v2(c2), v3(c3);
+        const bool st = stream && stream_aligned(po);
         int64_t j = 0;
         for (; j + S <= xv.s; j += S) {
           V ga, gb, xa, xb;
           IO::load(pg + j, ga, gb);
           IO::load(px + j, xa, xb);
-          IO::store(po + j, at::vec::fmadd(v1, ga, at::vec::fmadd(v2, xa - mv, v3)),
-                    at::vec::fmadd(v1, gb, at::vec::fmadd(v2, xb - mv, v3)));
+          IO::put(po + j, st, at::vec::fmadd(v1, ga, at::vec::fmadd(v2, xa - mv, v3)),
+                  at::vec::fmadd(v1, gb, at::vec::fmadd(v2, xb - mv, v3)));
         }
         if (j < xv.s) {
           const int64_t r = xv.s - j;
@@ -1201,6 +1310,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
         }
       }
     }
+    if (stream) stream_fence();
   });
 }
 
@@ -1215,17 +1325,19 @@ void path_combine_residual_impl(const PathCombineResidual& a) {
   std::vector<const scalar_t*> ys;
   for (const void* y : a.ys) ys.push_back(static_cast<const scalar_t*>(y));
   const int64_t len = a.row_numel;
+  const bool stream = stream_output(a.rows * len * static_cast<int64_t>(sizeof(scalar_t)));
   at::parallel_for(0, a.rows, grain_for(a.rows, 3 * a.rows * len), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const scalar_t* y = ys[a.choices[i]] + a.rank[i] * len;
       const scalar_t* r = res + i * len;
       scalar_t* o = out + i * len;
+      const bool st = stream && stream_aligned(o);
       int64_t j = 0;
       for (; j + S <= len; j += S) {
         V p, q, u, v;
         IO::load(y + j, p, q);
         IO::load(r + j, u, v);
-        IO::store(o + j, p + u, q + v);
+        IO::put(o + j, st, p + u, q + v);
       }
       if (j < len) {
         V p, q, u, v;
@@ -1234,6 +1346,7 @@ void path_combine_residual_impl(const PathCombineResidual& a) {
         IO::store(o + j, len - j, p + u, q + v);
       }
     }
+    if (stream) stream_fence();
   });
 }
 
