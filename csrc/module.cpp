@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include "cpu/kernels.h"
+
 #ifndef PYNAS_VERSION
 #define PYNAS_VERSION "0.0.0"
 #endif
@@ -36,6 +38,8 @@ pybind11::dict build_info() {
   info["openmp"] = AT_PARALLEL_OPENMP == 1;
   info["num_threads"] = at::get_num_threads();
   info["torch_built_with"] = PYNAS_TORCH_VERSION;
+  // Which build of the CPU kernels runs here: DEFAULT, AVX2 or AVX512.
+  info["cpu_kernels"] = pynas::cpu::kernels().name;
   return info;
 }
 
@@ -44,5 +48,5 @@ pybind11::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "pynas fused supernet kernels";
   m.def("build_info", &build_info,
-        "Version, whether CUDA kernels were compiled, the compiled archs and the OpenMP thread count.");
+        "Version, whether CUDA kernels were compiled, the compiled archs, the OpenMP thread count and the CPU kernels' instruction set.");
 }

@@ -101,3 +101,37 @@ def check_batched_rows(space, size: int, extra_paths: Sequence[Sequence[int]]) -
     alone = torch.cat([supernet(x, path) for path in paths])
     torch.testing.assert_close(out, alone, rtol=1e-10, atol=1e-10)
     out.sum().backward()  # routed rows are differentiable
+
+
+# -- CPU kernel builds ----------------------------------------------------------------------------------
+# The CPU kernels are built for several instruction sets and follow torch's choice, which the environment
+# variable ATEN_CPU_CAPABILITY overrides: the tests run in process with the best build this CPU allows and,
+# through run_tests_with_cpu_capability, again with each lesser one.
+_CPU_CAPABILITIES = ["default", "avx2", "avx512"]
+
+
+def lesser_cpu_capabilities() -> list[str]:
+    """The CPU kernel builds below the one this process runs (none off x86-64)."""
+    import pynas
+
+    best = pynas.build_info()["cpu_kernels"].lower()
+    return _CPU_CAPABILITIES[:_CPU_CAPABILITIES.index(best)] if best in _CPU_CAPABILITIES else []
+
+
+def run_tests_with_cpu_capability(test_file: str, capability: str, select: str) -> None:
+    """Runs the tests of ``test_file`` that ``select`` (a pytest -k expression) picks in a fresh interpreter
+    whose CPU kernels are the ``capability`` build, and fails with their output if any fails."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability,
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    check = subprocess.run([sys.executable, "-c", "import pynas; print(pynas.build_info()['cpu_kernels'])"],
+                           env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert check.stdout.strip() == capability.upper(), check.stdout + check.stderr
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test_file,
+                          "-k", select], env=env, cwd=root, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, f"with ATEN_CPU_CAPABILITY={capability}:\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"

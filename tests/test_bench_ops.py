@@ -56,7 +56,7 @@ def test_quick_preset_writes_complete_records(tmp_path, capsys):
 
     # A second run appends to the same file.
     assert bench.main(argv + ["--ops", "weighted_sum"]) == 0
-    assert len(_load(tmp_path)) == len(records) + 4
+    assert len(_load(tmp_path)) == len(records) + 2 * len(bench.MODES)
 
 
 @pytest.mark.slow
@@ -101,6 +101,27 @@ def test_cpu_target_line():
     [(line, ok)] = bench.evaluate_targets([_row(speedup_vs_eager=1.2)], cpu)
     assert not ok and line.endswith("FAIL")
     assert bench.evaluate_targets([_row(case="darts")], cpu) == []
+
+
+def test_cpu_targets_take_the_worst_case():
+    cpu = torch.device("cpu")
+    rows = [_row(op="path_combine", mode="fwd", case="darts", input_bytes=16 << 20, frac_peak=0.75,
+                 speedup_vs_compile=1.3),
+            _row(op="path_combine", mode="fwd", case="16MB", input_bytes=64 << 20, frac_peak=0.65),
+            _row(op="path_combine", mode="fwd+bwd", case="darts", input_bytes=16 << 20, frac_peak=0.8,
+                 speedup_vs_compile=0.95),
+            _row(op="path_combine", mode="fwd+backward", case="darts", input_bytes=16 << 20, frac_peak=0.1,
+                 speedup_vs_compile=1.2),
+            _row(op="path_combine", mode="fwd", case="darts", input_bytes=4 << 20, frac_peak=0.1,
+                 speedup_vs_compile=1.1)]
+    lines = dict(bench.evaluate_targets(rows, cpu))
+    assert len(lines) == 3, lines
+    [fwd] = [line for line in lines if "path_combine fwd >=16MB/input" in line]
+    assert "65% of copy" in fwd and "worst of 2" in fwd and "need >= 70%" in fwd and not lines[fwd]
+    [bwd] = [line for line in lines if "path_combine fwd+bwd >=16MB/input" in line]
+    assert "80% of copy" in bwd and lines[bwd] and bwd.endswith("PASS")
+    [compiled] = [line for line in lines if "compiled reference" in line]
+    assert "0.95x" in compiled and "worst of 4" in compiled and not lines[compiled]
 
 
 def test_gpu_targets_take_the_worst_case():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pynas import ops
-from helpers import DTYPES, LAYOUTS, assert_close, make
+from helpers import DTYPES, LAYOUTS, assert_close, lesser_cpu_capabilities, make, run_tests_with_cpu_capability
 
 
 def _case(n=12, c=5, hw=(4, 3), g=3, dtype=torch.float32, layout="contiguous"):
@@ -166,3 +166,66 @@ def test_strided_groups():
     out = ops.grouped_batch_norm(x, groups, 2)
     ref = ops.grouped_batch_norm_reference(x, groups.contiguous(), 2)
     torch.testing.assert_close(out, ref)
+
+
+# -- the vectorized CPU kernels: contiguous planes and channels-last rows -----------------------------------
+# Channels below, at and past whole vectors (up to 32 lanes); planes past a flush block (2048 elements).
+SHAPES = [(5, (4, 3)), (37, (3, 5)), (64, (2, 2)), (3, (70, 61))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c, hw", SHAPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_vector_kernels(dtype, c, hw, layout):
+    x, groups, w, b = _case(n=7, c=c, hw=hw, dtype=dtype, layout=layout)
+    out = _check_training(x, groups, 3, w, b, dtype)
+    if layout == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        again = ops.grouped_batch_norm(x, groups, 3, w, b)
+        assert torch.autograd.grad(again, x, torch.randn_like(again))[0].is_contiguous(
+            memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_large_mean_is_stable(layout):
+    # float32 values near 1e4 with unit spread: sums of squares about zero would lose the variance.
+    x = make((8, 16, 12, 12), torch.float64, layout) + 1e4
+    groups = torch.arange(8) % 3
+    out = ops.grouped_batch_norm(x.float(), groups, 3)
+    ref = ops.grouped_batch_norm_reference(x.float().double(), groups, 3)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_misaligned_input(layout):
+    x = make((6, 36, 5, 7), torch.float32, layout)
+    flat = torch.empty(x.numel() + 1)
+    y = flat[1:].view(6, 36, 5, 7) if layout == "contiguous" else flat[1:].view(6, 5, 7, 36).permute(0, 3, 1, 2)
+    y.copy_(x)
+    y.requires_grad_()
+    groups = torch.tensor([0, 1, 2, 0, 1, 2])
+    w, b = torch.randn(36, requires_grad=True), torch.randn(36, requires_grad=True)
+    _check_training(y, groups, 3, w, b, torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_results_independent_of_threads(layout):
+    x, groups, w, b = _case(n=9, c=24, hw=(33, 31), layout=layout)
+    g = torch.randn_like(x)
+    results = []
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = ops.grouped_batch_norm(x, groups, 3, w, b)
+            results.append((out, *torch.autograd.grad(out, [x, w, b], g)))
+    finally:
+        torch.set_num_threads(old)
+    for r in results[1:]:
+        assert all(torch.equal(a, c) for a, c in zip(r, results[0]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", lesser_cpu_capabilities())
+def test_lesser_cpu_kernel_builds(capability):
+    run_tests_with_cpu_capability(__file__, capability, "not lesser_cpu_kernel_builds and not Bad")

@@ -1,8 +1,10 @@
+import math
+
 import pytest
 import torch
 
 from pynas import ops
-from helpers import DTYPES, LAYOUTS, assert_close, make
+from helpers import DTYPES, LAYOUTS, assert_close, lesser_cpu_capabilities, make, run_tests_with_cpu_capability
 
 
 def _case(n=3, c=8, hw=(5, 6), groups=4, k=4, dtype=torch.float32, layout="contiguous", per_sample=False):
@@ -107,3 +109,85 @@ class TestBadInput:
         ys, _, x = _case(k=4)
         with pytest.raises(ValueError, match="K = 4"):
             ops.partial_channel_mix(ys, torch.randn(5), x, 4)
+
+
+# -- the vectorized CPU kernels: contiguous planes and channels-last rows -----------------------------------
+def _channels_last(t):
+    fmt = torch.channels_last if t.dim() == 4 else torch.channels_last_3d
+    return t.detach().contiguous(memory_format=fmt).requires_grad_()
+
+
+# (groups, channels): the shuffle of 2, 4 and 8 groups is vectorized, others go element by element; the mixed
+# channels C / groups are below, at and past whole vectors (up to 32 lanes).
+GROUPS_CHANNELS = [(1, 5), (2, 38), (4, 20), (4, 128), (4, 148), (8, 24), (3, 21)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("groups, c", GROUPS_CHANNELS)
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_channels_last_kernel(dtype, groups, c, per_sample):
+    ys, w, x = _case(n=3, c=c, hw=(3, 5), groups=groups, k=3, dtype=dtype, layout="channels_last",
+                     per_sample=per_sample)
+    out = _check(ys, w, x, groups, dtype)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grads = torch.autograd.grad(ops.partial_channel_mix(ys, w, x, groups), ys + [x], torch.randn_like(out))
+    assert all(g.is_contiguous(memory_format=torch.channels_last) for g in grads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("groups, c", [(4, 20), (4, 148), (3, 21)])
+def test_planes_kernel_odd_sizes(dtype, groups, c):
+    _check(*_case(n=2, c=c, hw=(7, 5), groups=groups, k=9, dtype=dtype), groups, dtype)
+
+
+def test_channels_last_3d_and_one_pixel():
+    ys, w, x = _case(n=2, c=32, hw=(2, 3, 5), groups=4, k=2)
+    ys, x = [_channels_last(y) for y in ys], _channels_last(x)
+    out = _check(ys, w, x, 4, torch.float32)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    ys, w, x = _case(n=4, c=64, hw=(1, 1), groups=4, k=3, layout="channels_last")
+    _check(ys, w, x, 4, torch.float32)
+
+
+def test_mixed_layouts():
+    # x channels-last, ys contiguous: the strided loop, same results.
+    ys, w, x = _case(c=16, k=3)
+    _check(ys, w, _channels_last(x), 4, torch.float32)
+    _check([_channels_last(y) for y in ys], w, x, 4, torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_misaligned_inputs(layout):
+    def misaligned(t):
+        flat = torch.empty(t.numel() + 1, dtype=t.dtype)
+        out = flat[1:].view(t.shape)
+        if layout == "channels_last":
+            out = flat[1:].view(t.shape[0], *t.shape[2:], t.shape[1]).permute(0, 3, 1, 2)
+        return out.copy_(t).detach().requires_grad_()
+
+    ys, w, x = _case(c=36, k=5, layout=layout)
+    _check([misaligned(y) for y in ys], w, misaligned(x), 4, torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_weight_gradient_independent_of_threads(layout, per_sample):
+    ys, w, x = _case(n=5, c=64, hw=(31, 33), k=4, layout=layout, per_sample=per_sample)
+    g = torch.randn_like(x)
+    results = []
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = ops.partial_channel_mix(ys, w, x, 4)
+            results.append((out, *torch.autograd.grad(out, ys + [w, x], g)))
+    finally:
+        torch.set_num_threads(old)
+    for r in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(r, results[0]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", lesser_cpu_capabilities())
+def test_lesser_cpu_kernel_builds(capability):
+    run_tests_with_cpu_capability(__file__, capability, "not lesser_cpu_kernel_builds and not Bad")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pynas import ops
-from helpers import DTYPES, LAYOUTS, make
+from helpers import DTYPES, LAYOUTS, lesser_cpu_capabilities, make, run_tests_with_cpu_capability
 
 
 @pytest.mark.parametrize("dtype", DTYPES + [torch.int64])
@@ -143,3 +143,21 @@ def test_strided_choices():
         back = ops.path_combine(outs, choices)
         assert torch.equal(back, x)
         back.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("row", [(1,), (3, 11), (5, 7, 9), (16385,)])
+def test_combine_residual_odd_rows(dtype, row):
+    # The vectorized residual add: rows below, at and past whole vectors, and misaligned rows.
+    n = 13
+    choices = torch.randint(0, 3, (n,))
+    ys = [torch.randn(int((choices == k).sum()), *row).to(dtype) for k in range(3)]
+    flat = torch.randn(n * torch.Size(row).numel() + 1).to(dtype)
+    residual = flat[1:].view(n, *row)
+    assert torch.equal(ops.path_combine(ys, choices, residual), ops.path_combine_reference(ys, choices, residual))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", lesser_cpu_capabilities())
+def test_lesser_cpu_kernel_builds(capability):
+    run_tests_with_cpu_capability(__file__, capability, "not lesser_cpu_kernel_builds and not Bad")

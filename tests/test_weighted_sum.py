@@ -1,8 +1,10 @@
+import math
+
 import pytest
 import torch
 
 from pynas import ops
-from helpers import DTYPES, LAYOUTS, assert_close, make
+from helpers import DTYPES, LAYOUTS, assert_close, lesser_cpu_capabilities, make, run_tests_with_cpu_capability
 
 SHAPE = (4, 6, 5, 7)
 
@@ -171,3 +173,81 @@ def test_other_ops_refuse_double_backward_clearly():
     out = ops.partial_channel_mix(ys, torch.ones(1, requires_grad=True), x, 2)
     with pytest.raises(NotImplementedError, match="no double backward"):
         torch.autograd.grad(out.sum(), x, create_graph=True)
+
+
+# -- the vectorized CPU kernels: tails, groups of inputs, alignment, thread counts ---------------------------
+def _misaligned(shape, dtype, requires_grad=False):
+    """A contiguous tensor that starts one element into its storage: not aligned to any vector."""
+    flat = torch.randn(math.prod(shape) + 1, dtype=torch.float64).to(dtype)
+    return flat[1:].view(shape).requires_grad_(requires_grad)
+
+
+def _check_grads(xs, w, dtype, grad=None):
+    out = ops.weighted_sum(xs, w)
+    ref = ops.weighted_sum_reference(xs, w)
+    assert_close(out, ref, dtype)
+    g = torch.randn_like(ref) if grad is None else grad
+    for a, b in zip(_grads(out, xs + [w], g), _grads(ref, xs + [w], g)):
+        assert_close(a, b, dtype, grad=True)
+
+
+# Sizes that are no multiple of any vector width, one over a work item (16384 elements).
+ODD_SHAPES = [(1,), (3, 17), (2, 3, 37, 5), (2, 16385)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [3, 9, 20])  # one group of inputs; two and three (through the L1 tile)
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("shape", ODD_SHAPES)
+def test_odd_sizes_and_input_groups(dtype, k, per_sample, shape):
+    xs = [make(shape, dtype, requires_grad=True) for _ in range(k)]
+    w = torch.randn((shape[0], k) if per_sample else (k,), requires_grad=True)
+    _check_grads(xs, w, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 11])
+def test_misaligned_inputs_and_gradient(dtype, k):
+    shape = (3, 5, 7, 9)
+    xs = [_misaligned(shape, dtype, requires_grad=True) for _ in range(k)]
+    w = torch.randn(k, requires_grad=True)
+    _check_grads(xs, w, dtype, grad=_misaligned(shape, dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sample_strided_inputs_and_gradient(dtype):
+    # Channel slices of a concatenation: each sample block has its own stride, read in place.
+    shape = (4, 3, 5, 7)
+    bigs = [make((4, 8, 5, 7), dtype) for _ in range(10)]
+    xs = [b[:, 1:4].detach().requires_grad_() for b in bigs]
+    grad = make((4, 6, 5, 7), dtype)[:, 2:5]
+    for per_sample in (False, True):
+        w = torch.randn((4, 10) if per_sample else (10,), requires_grad=True)
+        _check_grads(xs, w, dtype, grad=grad)
+    assert xs[0].shape == shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("k", [4, 19])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_weight_gradient_independent_of_threads(dtype, k, per_sample):
+    xs = [torch.randn(6, 8, 33, 31).to(dtype) for _ in range(k)]
+    w = torch.randn((6, k) if per_sample else (k,), requires_grad=True)
+    g = torch.randn(6, 8, 33, 31).to(dtype)
+    results = []
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            out = ops.weighted_sum(xs, w)
+            results.append((out, torch.autograd.grad(out, w, g)[0]))
+    finally:
+        torch.set_num_threads(old)
+    for out, gw in results[1:]:
+        assert torch.equal(out, results[0][0]) and torch.equal(gw, results[0][1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capability", lesser_cpu_capabilities())
+def test_lesser_cpu_kernel_builds(capability):
+    run_tests_with_cpu_capability(__file__, capability, "not lesser_cpu_kernel_builds and not Bad")

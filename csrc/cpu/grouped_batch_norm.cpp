@@ -1,12 +1,12 @@
-// CPU kernels of grouped_batch_norm: batch norm whose statistics are taken per
+// CPU host functions of grouped_batch_norm: batch norm whose statistics are taken per
 // group of samples, so P paths batched together each see their own.
 //
-// Statistics are reduced per (sample, channel) first and then merged per
-// (group, channel) in increasing sample order (Chan et al.'s pairwise
-// update), which is exact in any thread count and stable for large means.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
+// Statistics are reduced per (sample, channel) first, in one pass over x
+// (sums shifted by the sample's first value, so large means cancel nothing),
+// and then merged per (group, channel) in increasing sample order (Chan et
+// al.'s pairwise update), which is exact in any thread count. The vectorized
+// kernels (kernels_impl.h) take contiguous planes and channels-last rows
+// alike; other layouts take a strided element loop.
 #include <torch/library.h>
 
 #include <algorithm>
@@ -15,130 +15,10 @@
 
 #include "../ops/common.h"
 #include "../ops/grouped_batch_norm.h"
+#include "kernels.h"
 
 namespace pynas {
 namespace {
-
-template <typename scalar_t>
-void sample_moments(const scalar_t* x, const NCSView& v, double* mean, double* m2) {
-  if (v.stride_c == 1 && v.c > 1) {
-    // Channels-last: a sample's pixels are rows of C contiguous values, so reduce row by
-    // row into per-channel accumulators (contiguous, vectorisable) instead of striding.
-    at::parallel_for(0, v.n, 1, [&](int64_t begin, int64_t end) {
-      std::vector<double> sum(v.c), sq(v.c);
-      for (int64_t n = begin; n < end; ++n) {
-        const scalar_t* p = x + n * v.stride_n;
-        std::fill(sum.begin(), sum.end(), 0.0);
-        std::fill(sq.begin(), sq.end(), 0.0);
-        for (int64_t s = 0; s < v.s; ++s) {
-          const scalar_t* row = p + s * v.stride_s;
-          for (int64_t c = 0; c < v.c; ++c) sum[c] += static_cast<double>(row[c]);
-        }
-        for (int64_t c = 0; c < v.c; ++c) sum[c] = v.s > 0 ? sum[c] / v.s : 0.0;
-        for (int64_t s = 0; s < v.s; ++s) {
-          const scalar_t* row = p + s * v.stride_s;
-          for (int64_t c = 0; c < v.c; ++c) {
-            const double d = static_cast<double>(row[c]) - sum[c];
-            sq[c] += d * d;
-          }
-        }
-        for (int64_t c = 0; c < v.c; ++c) {
-          mean[n * v.c + c] = sum[c];
-          m2[n * v.c + c] = sq[c];
-        }
-      }
-    });
-    return;
-  }
-  if (v.stride_s == 1) {
-    // Contiguous planes (NCHW): eight partial sums break the serial dependency of one
-    // accumulator, so the compiler can vectorise; the order is fixed, so results are
-    // deterministic in any thread count.
-    at::parallel_for(0, v.n * v.c, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t n = item / v.c, c = item % v.c;
-        const scalar_t* p = x + n * v.stride_n + c * v.stride_c;
-        double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        int64_t s = 0;
-        for (; s + 8 <= v.s; s += 8)
-          for (int k = 0; k < 8; ++k) part[k] += static_cast<double>(p[s + k]);
-        double sum = 0;
-        for (; s < v.s; ++s) sum += static_cast<double>(p[s]);
-        for (int k = 0; k < 8; ++k) sum += part[k];
-        const double mu = v.s > 0 ? sum / v.s : 0.0;
-        double sqp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        s = 0;
-        for (; s + 8 <= v.s; s += 8)
-          for (int k = 0; k < 8; ++k) {
-            const double d = static_cast<double>(p[s + k]) - mu;
-            sqp[k] += d * d;
-          }
-        double sq = 0;
-        for (; s < v.s; ++s) {
-          const double d = static_cast<double>(p[s]) - mu;
-          sq += d * d;
-        }
-        for (int k = 0; k < 8; ++k) sq += sqp[k];
-        mean[item] = mu;
-        m2[item] = sq;
-      }
-    });
-    return;
-  }
-  at::parallel_for(0, v.n * v.c, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / v.c, c = item % v.c;
-      const scalar_t* p = x + n * v.stride_n + c * v.stride_c;
-      double sum = 0;
-      for (int64_t s = 0; s < v.s; ++s) sum += static_cast<double>(p[s * v.stride_s]);
-      const double mu = v.s > 0 ? sum / v.s : 0.0;
-      double sq = 0;
-      for (int64_t s = 0; s < v.s; ++s) {
-        const double d = static_cast<double>(p[s * v.stride_s]) - mu;
-        sq += d * d;
-      }
-      mean[item] = mu;
-      m2[item] = sq;
-    }
-  });
-}
-
-template <typename scalar_t>
-void apply_affine(const scalar_t* x, const NCSView& xv, const int64_t* groups, const at::opmath_type<scalar_t>* mean,
-                  const at::opmath_type<scalar_t>* scale, const at::opmath_type<scalar_t>* shift, scalar_t* out,
-                  const NCSView& ov) {
-  using acc_t = at::opmath_type<scalar_t>;
-  if (xv.stride_c == 1 && ov.stride_c == 1 && xv.c > 1) {
-    // Channels-last: contiguous rows of C values, one (mean, scale, shift) vector per row.
-    at::parallel_for(0, xv.n * xv.s, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t n = item / xv.s, s = item % xv.s;
-        const acc_t* m = mean + groups[n] * xv.c;
-        const acc_t* a = scale + groups[n] * xv.c;
-        const scalar_t* p = x + n * xv.stride_n + s * xv.stride_s;
-        scalar_t* q = out + n * ov.stride_n + s * ov.stride_s;
-        for (int64_t c = 0; c < xv.c; ++c) q[c] = static_cast<scalar_t>((static_cast<acc_t>(p[c]) - m[c]) * a[c] + shift[c]);
-      }
-    });
-    return;
-  }
-  at::parallel_for(0, xv.n * xv.c, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / xv.c, c = item % xv.c;
-      const int64_t gc = groups[n] * xv.c + c;
-      const acc_t m = mean[gc], a = scale[gc], b = shift[c];
-      const scalar_t* p = x + n * xv.stride_n + c * xv.stride_c;
-      scalar_t* q = out + n * ov.stride_n + c * ov.stride_c;
-      // Centred first: x * scale + shift would cancel badly when |mean| >> std.
-      if (xv.stride_s == 1 && ov.stride_s == 1) {  // contiguous planes: a loop the compiler vectorises
-        for (int64_t s = 0; s < xv.s; ++s) q[s] = static_cast<scalar_t>((static_cast<acc_t>(p[s]) - m) * a + b);
-      } else {
-        for (int64_t s = 0; s < xv.s; ++s)
-          q[s * ov.stride_s] = static_cast<scalar_t>((static_cast<acc_t>(p[s * xv.stride_s]) - m) * a + b);
-      }
-    }
-  });
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_cpu(
     const at::Tensor& x_in, const at::Tensor& groups_in, int64_t num_groups, const c10::optional<at::Tensor>& weight,
@@ -162,9 +42,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_cpu(
   } else {
     const auto dopts = x.options().dtype(at::kDouble);
     at::Tensor m_nc = at::empty({v.n, v.c}, dopts), m2_nc = at::empty({v.n, v.c}, dopts);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "grouped_batch_norm_stats_cpu", [&] {
-      sample_moments<scalar_t>(x.const_data_ptr<scalar_t>(), v, m_nc.data_ptr<double>(), m2_nc.data_ptr<double>());
-    });
+    if (x.numel() > 0) {
+      cpu::BatchNormMoments args;
+      args.x = x.const_data_ptr();
+      args.v = v;
+      args.mean = m_nc.data_ptr<double>();
+      args.m2 = m2_nc.data_ptr<double>();
+      cpu::kernels().batch_norm_moments(x.scalar_type(), args);
+    }
     at::Tensor gm = at::zeros({num_groups, v.c}, dopts), gm2 = at::zeros({num_groups, v.c}, dopts);
     std::vector<double> count(num_groups, 0.0);
     const int64_t* g = in.groups.const_data_ptr<int64_t>();
@@ -192,12 +77,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_cpu(
   const at::Tensor shift = in.bias.defined() ? in.bias : at::zeros({v.c}, invstd.options());
   at::Tensor out = empty_like_ncs(x, v.c);
   if (x.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "grouped_batch_norm_cpu", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      apply_affine<scalar_t>(x.const_data_ptr<scalar_t>(), v, in.groups.const_data_ptr<int64_t>(),
-                             mean.const_data_ptr<acc_t>(), scale.const_data_ptr<acc_t>(), shift.const_data_ptr<acc_t>(),
-                             out.mutable_data_ptr<scalar_t>(), ncs_view(out));
-    });
+    cpu::BatchNormApply args;
+    args.x = x.const_data_ptr();
+    args.xv = v;
+    args.groups = in.groups.const_data_ptr<int64_t>();
+    args.mean = mean.const_data_ptr();
+    args.scale = scale.const_data_ptr();
+    args.shift = shift.const_data_ptr();
+    args.out = out.mutable_data_ptr();
+    args.ov = ncs_view(out);
+    cpu::kernels().batch_norm_apply(x.scalar_type(), args);
   }
   return {out, mean, invstd};
 }
@@ -224,32 +113,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_backward_cpu(
   at::Tensor sum_dy_xmu = at::zeros_like(sum_dy);
   if (need_sums && x.numel() > 0) {
     at::Tensor a_nc = at::empty({xv.n, xv.c}, sum_dy.options()), b_nc = at::empty_like(a_nc);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "grouped_batch_norm_sums_cpu", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      const scalar_t* px = x.const_data_ptr<scalar_t>();
-      const scalar_t* pg = grad.const_data_ptr<scalar_t>();
-      const acc_t* pm = mean.const_data_ptr<acc_t>();
-      double* pa = a_nc.data_ptr<double>();
-      double* pb = b_nc.data_ptr<double>();
-      at::parallel_for(0, xv.n * xv.c, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t item = begin; item < end; ++item) {
-          const int64_t n = item / xv.c, c = item % xv.c;
-          const double mu = pm[g[n] * xv.c + c];
-          const scalar_t* qx = px + n * xv.stride_n + c * xv.stride_c;
-          const scalar_t* qg = pg + n * gv.stride_n + c * gv.stride_c;
-          double a = 0, b = 0;
-          for (int64_t s = 0; s < xv.s; ++s) {
-            const double dy = static_cast<double>(qg[s * gv.stride_s]);
-            a += dy;
-            b += dy * (static_cast<double>(qx[s * xv.stride_s]) - mu);
-          }
-          pa[item] = a;
-          pb[item] = b;
-        }
-      });
-    });
-    sum_dy.index_add_(0, in.groups, a_nc);
-    sum_dy_xmu.index_add_(0, in.groups, b_nc);
+    cpu::BatchNormBackwardSums args;
+    args.grad = grad.const_data_ptr();
+    args.gv = gv;
+    args.x = x.const_data_ptr();
+    args.xv = xv;
+    args.groups = g;
+    args.mean = mean.const_data_ptr();
+    args.sum_dy = a_nc.data_ptr<double>();
+    args.sum_dy_xmu = b_nc.data_ptr<double>();
+    cpu::kernels().batch_norm_backward_sums(x.scalar_type(), args);
+    // Merged per group in sample order (index_add_ may not keep an order).
+    double* pa = sum_dy.data_ptr<double>();
+    double* pb = sum_dy_xmu.data_ptr<double>();
+    const double* qa = a_nc.const_data_ptr<double>();
+    const double* qb = b_nc.const_data_ptr<double>();
+    for (int64_t n = 0; n < xv.n; ++n) {
+      for (int64_t c = 0; c < xv.c; ++c) {
+        pa[g[n] * xv.c + c] += qa[n * xv.c + c];
+        pb[g[n] * xv.c + c] += qb[n * xv.c + c];
+      }
+    }
   }
   at::Tensor grad_x, grad_w, grad_b;
   const at::Tensor inv_d = invstd.to(at::kDouble);
@@ -273,29 +157,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_backward_cpu(
   k3 = k3.to(acc).contiguous();
   grad_x = empty_like_ncs(x, xv.c);
   if (x.numel() > 0) {
-    const NCSView ov = ncs_view(grad_x);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "grouped_batch_norm_backward_cpu", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      const scalar_t* px = x.const_data_ptr<scalar_t>();
-      const scalar_t* pg = grad.const_data_ptr<scalar_t>();
-      scalar_t* po = grad_x.mutable_data_ptr<scalar_t>();
-      const acc_t *p1 = k1.const_data_ptr<acc_t>(), *p2 = k2.const_data_ptr<acc_t>(), *p3 = k3.const_data_ptr<acc_t>();
-      const acc_t* pm = mean.const_data_ptr<acc_t>();
-      at::parallel_for(0, xv.n * xv.c, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t item = begin; item < end; ++item) {
-          const int64_t n = item / xv.c, c = item % xv.c;
-          const int64_t gc = g[n] * xv.c + c;
-          const acc_t a = p1[gc], b = p2[gc], d = p3[gc], mu = pm[gc];
-          const scalar_t* qx = px + n * xv.stride_n + c * xv.stride_c;
-          const scalar_t* qg = pg + n * gv.stride_n + c * gv.stride_c;
-          scalar_t* qo = po + n * ov.stride_n + c * ov.stride_c;
-          for (int64_t s = 0; s < xv.s; ++s) {
-            qo[s * ov.stride_s] = static_cast<scalar_t>(a * static_cast<acc_t>(qg[s * gv.stride_s]) +
-                                                        b * (static_cast<acc_t>(qx[s * xv.stride_s]) - mu) + d);
-          }
-        }
-      });
-    });
+    cpu::BatchNormBackwardApply args;
+    args.grad = grad.const_data_ptr();
+    args.gv = gv;
+    args.x = x.const_data_ptr();
+    args.xv = xv;
+    args.groups = g;
+    args.mean = mean.const_data_ptr();
+    args.k1 = k1.const_data_ptr();
+    args.k2 = k2.const_data_ptr();
+    args.k3 = k3.const_data_ptr();
+    args.grad_x = grad_x.mutable_data_ptr();
+    args.ov = ncs_view(grad_x);
+    cpu::kernels().batch_norm_backward_apply(x.scalar_type(), args);
   }
   return {grad_x, grad_w, grad_b};
 }

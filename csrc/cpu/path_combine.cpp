@@ -1,7 +1,5 @@
 // CPU kernel of path_combine: row i of the output is read from its bucket,
 // plus the residual row when given, in one pass.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -9,6 +7,7 @@
 
 #include "../ops/common.h"
 #include "../ops/path_gather.h"
+#include "kernels.h"
 
 namespace pynas {
 namespace {
@@ -34,21 +33,15 @@ at::Tensor path_combine_cpu(at::TensorList ys, const at::Tensor& choices, const 
     });
     return in.out;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.out.scalar_type(), "path_combine_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    std::vector<const scalar_t*> src;
-    for (const auto& y : in.ys) src.push_back(y.const_data_ptr<scalar_t>());
-    const scalar_t* res = in.residual.const_data_ptr<scalar_t>();
-    scalar_t* dst = in.out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const scalar_t* a = src[cp[i]] + rp[i] * row_numel;
-        const scalar_t* r = res + i * row_numel;
-        scalar_t* o = dst + i * row_numel;
-        for (int64_t e = 0; e < row_numel; ++e) o[e] = static_cast<scalar_t>(static_cast<acc_t>(a[e]) + static_cast<acc_t>(r[e]));
-      }
-    });
-  });
+  cpu::PathCombineResidual args;
+  for (const auto& y : in.ys) args.ys.push_back(y.const_data_ptr());
+  args.choices = cp;
+  args.rank = rp;
+  args.residual = in.residual.const_data_ptr();
+  args.out = in.out.mutable_data_ptr();
+  args.rows = rows;
+  args.row_numel = row_numel;
+  cpu::kernels().path_combine_residual(in.out.scalar_type(), args);
   return in.out;
 }
 

@@ -1,112 +1,29 @@
-// CPU kernels of weighted_sum: one pass that reads each input once and writes
-// the output once (eager PyTorch makes 2K passes), and a fused backward.
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
+// CPU host functions of weighted_sum: one pass that reads each input once and
+// writes the output once (eager PyTorch makes 2K passes), and a backward that
+// reads grad once, writes every needed input gradient and accumulates every
+// weight's dot product in the same pass. The vectorized kernels are in
+// kernels_impl.h.
 #include <torch/library.h>
 
-#include <algorithm>
 #include <vector>
 
 #include "../ops/common.h"
+#include "kernels.h"
 
 namespace pynas {
 namespace {
 
-// Elements per work item. Reductions are summed per chunk and then over
-// chunks in a fixed order, so results do not depend on the thread count.
-constexpr int64_t kChunk = 4096;
-constexpr int64_t kTile = 256;
-
-// The tensors split into `samples` blocks of `inner` elements (one block for
-// shared weights over dense tensors: their storage is then one flat range),
-// and each block into chunks. Each tensor has its own sample stride.
-struct ChunkGrid {
-  int64_t samples, inner, per_sample;
-  int64_t count() const { return samples * per_sample; }
+// The tensors split into `samples` blocks of `inner` elements, each tensor
+// with its own sample stride; when the weights are shared and every tensor is
+// dense (stride == inner), the storage is one flat range.
+struct Grid {
+  int64_t samples, inner;
 };
 
-ChunkGrid make_grid(const SampleBlocks& b, bool per_sample_weights, const std::vector<int64_t>& strides) {
+Grid make_grid(const SampleBlocks& b, bool per_sample_weights, const std::vector<int64_t>& strides) {
   bool flat = !per_sample_weights;
   for (const int64_t s : strides) flat = flat && s == b.inner;
-  ChunkGrid g;
-  g.samples = flat ? 1 : b.samples;
-  g.inner = flat ? b.samples * b.inner : b.inner;
-  g.per_sample = (g.inner + kChunk - 1) / kChunk;
-  return g;
-}
-
-// A tensor's base pointer and sample stride (elements).
-template <typename T>
-struct Blocks {
-  T* p;
-  int64_t stride;
-  T* at(int64_t sample) const { return p + sample * stride; }
-};
-
-template <typename scalar_t>
-void forward_kernel(const std::vector<Blocks<const scalar_t>>& xs, const at::opmath_type<scalar_t>* w,
-                    bool per_sample_w, const ChunkGrid& grid, Blocks<scalar_t> out) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t k_count = static_cast<int64_t>(xs.size());
-  at::parallel_for(0, grid.count(), 1, [&](int64_t begin, int64_t end) {
-    acc_t buf[kTile];
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t sample = item / grid.per_sample;
-      const int64_t lo = (item % grid.per_sample) * kChunk;
-      const int64_t hi = std::min(lo + kChunk, grid.inner);
-      const acc_t* ws = w + (per_sample_w ? sample * k_count : 0);
-      scalar_t* o = out.at(sample);
-      for (int64_t t = lo; t < hi; t += kTile) {
-        const int64_t len = std::min(kTile, hi - t);
-        for (int64_t j = 0; j < len; ++j) buf[j] = acc_t(0);
-        for (int64_t k = 0; k < k_count; ++k) {
-          const acc_t wk = ws[k];
-          const scalar_t* x = xs[k].at(sample) + t;
-          for (int64_t j = 0; j < len; ++j) buf[j] += wk * static_cast<acc_t>(x[j]);
-        }
-        for (int64_t j = 0; j < len; ++j) o[t + j] = static_cast<scalar_t>(buf[j]);
-      }
-    }
-  });
-}
-
-template <typename scalar_t>
-void backward_kernel(Blocks<const scalar_t> grad, const std::vector<Blocks<const scalar_t>>& xs,  // xs: empty
-                     const std::vector<Blocks<scalar_t>>& grad_xs,  // p == nullptr where not needed
-                     const at::opmath_type<scalar_t>* w, bool per_sample_w, const ChunkGrid& grid,
-                     at::opmath_type<scalar_t>* partial_w) {  // [chunks, K] or nullptr
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t k_count = static_cast<int64_t>(grad_xs.size());
-  at::parallel_for(0, grid.count(), 1, [&](int64_t begin, int64_t end) {
-    acc_t g[kTile];
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t sample = item / grid.per_sample;
-      const int64_t lo = (item % grid.per_sample) * kChunk;
-      const int64_t hi = std::min(lo + kChunk, grid.inner);
-      const acc_t* ws = w + (per_sample_w ? sample * k_count : 0);
-      const scalar_t* gs = grad.at(sample);
-      acc_t* pw = partial_w ? partial_w + item * k_count : nullptr;
-      if (pw) std::fill(pw, pw + k_count, acc_t(0));
-      for (int64_t t = lo; t < hi; t += kTile) {
-        const int64_t len = std::min(kTile, hi - t);
-        for (int64_t j = 0; j < len; ++j) g[j] = static_cast<acc_t>(gs[t + j]);
-        for (int64_t k = 0; k < k_count; ++k) {
-          if (grad_xs[k].p != nullptr) {
-            scalar_t* gx = grad_xs[k].at(sample);
-            const acc_t wk = ws[k];
-            for (int64_t j = 0; j < len; ++j) gx[t + j] = static_cast<scalar_t>(wk * g[j]);
-          }
-          if (pw) {
-            const scalar_t* x = xs[k].at(sample) + t;
-            acc_t dot = 0;
-            for (int64_t j = 0; j < len; ++j) dot += g[j] * static_cast<acc_t>(x[j]);
-            pw[k] += dot;
-          }
-        }
-      }
-    }
-  });
+  return flat ? Grid{1, b.samples * b.inner} : Grid{b.samples, b.inner};
 }
 
 at::Tensor weighted_sum_cpu(at::TensorList xs_in, const at::Tensor& weights) {
@@ -120,15 +37,19 @@ at::Tensor weighted_sum_cpu(at::TensorList xs_in, const at::Tensor& weights) {
   std::vector<int64_t> strides = xs.sample_strides;
   strides.push_back(xs.inner);  // out is dense
   const bool per_sample_w = w.dim() == 2;
-  const ChunkGrid grid = make_grid(xs, per_sample_w, strides);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "weighted_sum_cpu", [&] {
-    std::vector<Blocks<const scalar_t>> ptrs;
-    for (size_t k = 0; k < xs.tensors.size(); ++k) {
-      ptrs.push_back({xs.tensors[k].const_data_ptr<scalar_t>(), xs.sample_strides[k]});
-    }
-    forward_kernel<scalar_t>(ptrs, w.const_data_ptr<at::opmath_type<scalar_t>>(), per_sample_w, grid,
-                             {out.mutable_data_ptr<scalar_t>(), xs.inner});
-  });
+  const Grid grid = make_grid(xs, per_sample_w, strides);
+  cpu::WeightedSumForward args;
+  for (size_t k = 0; k < xs.tensors.size(); ++k) {
+    args.xs.push_back(xs.tensors[k].const_data_ptr());
+    args.x_strides.push_back(grid.samples == 1 ? 0 : xs.sample_strides[k]);
+  }
+  args.weights = w.const_data_ptr();
+  args.per_sample_weights = per_sample_w;
+  args.samples = grid.samples;
+  args.inner = grid.inner;
+  args.out = out.mutable_data_ptr();
+  args.out_stride = grid.samples == 1 ? 0 : xs.inner;
+  cpu::kernels().weighted_sum_forward(out.scalar_type(), args);
   return out;
 }
 
@@ -151,36 +72,32 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> weighted_sum_backward_cpu(const 
   std::vector<int64_t> strides = in.xs.sample_strides;
   strides.push_back(in.grad.sample_strides[0]);
   strides.push_back(in.grad.inner);  // the grads of the xs are dense
-  const ChunkGrid grid = make_grid(in.grad, per_sample_w, strides);
-  at::Tensor partial;
-  if (weights_need_grad) partial = at::empty({grid.samples, grid.per_sample, k_count}, w.options());
+  const Grid grid = make_grid(in.grad, per_sample_w, strides);
+  const auto stride = [&](int64_t s) { return grid.samples == 1 ? 0 : s; };
+  at::Tensor grad_w = weights_need_grad ? at::zeros({per_sample_w ? in.grad.samples : 1, k_count}, w.options())
+                                        : at::empty({0}, weights.options());
   if (grad.numel() > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "weighted_sum_backward_cpu", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      std::vector<Blocks<const scalar_t>> x_ptrs;
-      std::vector<Blocks<scalar_t>> gx_ptrs;
-      size_t next = 0;
-      for (int64_t k = 0; k < k_count; ++k) {
-        if (weights_need_grad) x_ptrs.push_back({in.xs.tensors[k].const_data_ptr<scalar_t>(), in.xs.sample_strides[k]});
-        scalar_t* gx = xs_need_grad.get(k) ? grads_x[next++].mutable_data_ptr<scalar_t>() : nullptr;
-        gx_ptrs.push_back({gx, in.grad.inner});
+    cpu::WeightedSumBackward args;
+    args.grad = grad.const_data_ptr();
+    args.grad_stride = stride(in.grad.sample_strides[0]);
+    size_t next = 0;
+    for (int64_t k = 0; k < k_count; ++k) {
+      if (weights_need_grad) {
+        args.xs.push_back(in.xs.tensors[k].const_data_ptr());
+        args.x_strides.push_back(stride(in.xs.sample_strides[k]));
       }
-      backward_kernel<scalar_t>({grad.const_data_ptr<scalar_t>(), in.grad.sample_strides[0]}, x_ptrs, gx_ptrs,
-                                w.const_data_ptr<acc_t>(), per_sample_w, grid,
-                                weights_need_grad ? partial.mutable_data_ptr<acc_t>() : nullptr);
-    });
-  }
-  at::Tensor grad_w;
-  if (weights_need_grad) {
-    if (grad.numel() == 0) {
-      grad_w = at::zeros({per_sample_w ? in.grad.samples : 1, k_count}, w.options());
-    } else {
-      grad_w = per_sample_w ? partial.sum(1) : partial.sum({0, 1}, /*keepdim=*/false).unsqueeze(0);
+      args.grad_xs.push_back(xs_need_grad.get(k) ? grads_x[next++].mutable_data_ptr() : nullptr);
+      args.grad_x_strides.push_back(stride(in.grad.inner));
     }
-    grad_w = grad_w.reshape(weights.sizes()).to(weights.scalar_type());
-  } else {
-    grad_w = at::empty({0}, weights.options());
+    args.weights = w.const_data_ptr();
+    args.per_sample_weights = per_sample_w;
+    args.samples = grid.samples;
+    args.inner = grid.inner;
+    // Per-sample sums land in [samples, K]; shared ones in [1, K].
+    args.grad_w = weights_need_grad ? grad_w.mutable_data_ptr() : nullptr;
+    cpu::kernels().weighted_sum_backward(grad.scalar_type(), args);
   }
+  if (weights_need_grad) grad_w = grad_w.reshape(weights.sizes()).to(weights.scalar_type());
   return {grads_x, grad_w};
 }
 
