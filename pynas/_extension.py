@@ -31,9 +31,9 @@ def _required_torch() -> str | None:
     return None
 
 
-def _mismatch(built_with: str) -> ImportError:
+def _mismatch(built_with: str, running: str) -> ImportError:
     return ImportError(
-        f"pynas was built against torch {built_with} but torch {torch.__version__} is installed. "
+        f"pynas was built against torch {built_with} but torch {running} is installed. "
         f"Install torch=={_release(built_with)} again, or rebuild pynas against this torch: "
         "pip install --no-build-isolation --force-reinstall --no-deps ."
     )
@@ -43,7 +43,7 @@ def check_torch_version(built_with: str | None, running: str | None = None) -> N
     """Raises ImportError naming both versions when ``built_with`` and ``running`` are different releases."""
     running = torch.__version__ if running is None else running
     if built_with and _release(built_with) != _release(running):
-        raise _mismatch(built_with)
+        raise _mismatch(built_with, running)
 
 
 check_torch_version(_required_torch())

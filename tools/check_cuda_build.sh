@@ -8,7 +8,8 @@
 #    and installed into VENV (not editable: the checkout's own pynas/_C*.so is the CPU build).
 # 3. From outside the checkout, pynas is imported: build_info() must say cuda=True with ARCHS, and the
 #    installed metadata must require the torch release it was built against.
-# 4. The test suite runs against that install (CUDA tests skip: there is no device).
+# 4. The extension's tests (PYNAS_CUDA_BUILD_TESTS=all: the whole suite) run against that install
+#    (CUDA tests skip: there is no device).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${1:-.venv-cuda}
@@ -61,7 +62,19 @@ if problems:
 print("check_cuda_build: pynas imports with CUDA kernels for", want, "and every op has a CUDA kernel")
 PYEOF
 
-say "running the test suite against the CUDA build (CUDA tests skip without a GPU)"
+# The tests of everything the extension builds (ops, layouts, compile, supernets on the ops, path
+# evaluation, the build itself); PYNAS_CUDA_BUILD_TESTS=all runs the whole suite (about twice as long).
+TESTS=(test_build.py test_weighted_sum.py test_partial_channel_mix.py test_path_gather.py
+       test_grouped_batch_norm.py test_opcheck.py test_compile.py test_host_layouts.py test_channels_last.py
+       test_edge_batch.py test_path_evaluation.py test_cuda.py)
+if [ "${PYNAS_CUDA_BUILD_TESTS:-ops}" = "all" ]; then
+  TARGETS=("$ROOT/tests")
+else
+  TARGETS=("${TESTS[@]/#/$ROOT/tests/}")
+fi
+WHICH="the extension's tests"
+[ "${PYNAS_CUDA_BUILD_TESTS:-ops}" = "all" ] && WHICH="the whole test suite"
+say "running $WHICH against the CUDA build (CUDA tests skip without a GPU)"
 # From outside the checkout, so `import pynas` is the venv's install and not the checkout's CPU build.
 PYNAS_EXPECT_CUDA_BUILD=1 "$PY" -m pytest -q -p no:cacheprovider --rootdir "$ROOT" -c "$ROOT/pyproject.toml" \
-  "$ROOT/tests" ${PYTEST_ARGS:-}
+  "${TARGETS[@]}" ${PYTEST_ARGS:-}
