@@ -6,13 +6,13 @@
 // translation unit and namespace, the way ATen compiles its own CPU kernels:
 //
 //   kernels_default.cpp  at::vec's portable Vectorized (any CPU)
-//   kernels_avx2.cpp     AVX2 + FMA + F16C (x86-64 with GCC or Clang)
-//   kernels_avx512.cpp   AVX512 F/BW/VL/DQ (x86-64 with GCC or Clang)
+//   kernels_avx2.cpp     AVX2 + FMA + F16C (x86-64 with GCC)
 //
 // kernels() picks the best one that both the CPU and torch allow: it follows
 // torch's own choice (at::get_cpu_capability(), which honours
-// ATEN_CPU_CAPABILITY=default|avx2|avx512), so ATEN_CPU_CAPABILITY=default
-// runs (and tests) the portable kernels on any machine.
+// ATEN_CPU_CAPABILITY=default|avx2|avx512; AVX512 runs the AVX2 build), so
+// ATEN_CPU_CAPABILITY=default runs (and tests) the portable kernels on any
+// machine.
 //
 // Guarantees of every kernel: accumulation in float (double for float64
 // data), results independent of the thread count (reductions are summed per
@@ -27,7 +27,7 @@
 
 #include "../ops/common.h"
 
-// The AVX2 and AVX512 builds select their instruction set per file with
+// The AVX2 build selects its instruction set per file with
 // `#pragma GCC target`, which GCC alone supports; other compilers build the
 // portable kernels only.
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER) && defined(__x86_64__)
@@ -152,7 +152,7 @@ struct PathCombineResidual {
 };
 
 struct Kernels {
-  const char* name;  // "DEFAULT", "AVX2", "AVX512"
+  const char* name;  // "DEFAULT" or "AVX2"
   void (*weighted_sum_forward)(at::ScalarType, const WeightedSumForward&);
   void (*weighted_sum_backward)(at::ScalarType, const WeightedSumBackward&);
   void (*partial_channel_mix_forward)(at::ScalarType, const PartialChannelMixForward&);

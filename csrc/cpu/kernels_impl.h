@@ -49,7 +49,7 @@ constexpr int64_t kTile = kTileBytes / sizeof(acc_t);
 // inputs. x86 builds only; the portable build stores normally.
 constexpr int64_t kStreamBytes = 8 << 20;
 #if defined(CPU_CAPABILITY_AVX512)
-constexpr uintptr_t kStreamAlign = 64;
+constexpr uintptr_t kStreamAlign = 64;  // (no AVX512 build at present: see kernels.cpp)
 #elif defined(CPU_CAPABILITY_AVX2)
 constexpr uintptr_t kStreamAlign = 32;
 #else
