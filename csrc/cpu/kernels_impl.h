@@ -498,7 +498,7 @@ inline bool rows(const NCSView& v) { return v.stride_c == 1 || v.c <= 1; }
 
 enum class Kind { kPlanes, kRows, kStrided };
 
-// One kind for all the views (those with c == 0 are skipped).
+// One kind for all the views (null ones, not read, are skipped).
 inline Kind common_kind(std::initializer_list<const NCSView*> views) {
   bool all_planes = true, all_rows = true;
   int64_t s = 1, c = 1;

@@ -1,5 +1,6 @@
 // CPU kernel of path_combine: row i of the output is read from its bucket,
-// plus the residual row when given, in one pass.
+// plus the residual row when given (a vectorized kernel, kernels_impl.h), in
+// one pass.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -22,9 +23,10 @@ at::Tensor path_combine_cpu(at::TensorList ys, const at::Tensor& choices, const 
   const int64_t row_numel = in.out.numel() / rows;
   const int64_t* cp = in.choices.const_data_ptr<int64_t>();
   const int64_t* rp = plan.rank.const_data_ptr<int64_t>();
-  const int64_t grain = std::max<int64_t>(1, 16384 / row_numel);
   if (!in.residual.defined()) {
     const int64_t row_bytes = row_numel * in.out.element_size();
+    // One thread under ~1 MB: the fork and join of the pool cost more than a second core gains.
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / row_bytes);
     std::vector<const char*> src;
     for (const auto& y : in.ys) src.push_back(static_cast<const char*>(y.const_data_ptr()));
     char* dst = static_cast<char*>(in.out.data_ptr());

@@ -26,7 +26,8 @@ std::vector<at::Tensor> path_dispatch_cpu(const at::Tensor& x, const at::Tensor&
   for (auto& out : in.outputs) dst.push_back(static_cast<char*>(out.data_ptr()));
   const int64_t* cp = c.const_data_ptr<int64_t>();
   const int64_t* rp = plan.rank.const_data_ptr<int64_t>();
-  const int64_t grain = std::max<int64_t>(1, 65536 / row_bytes);
+  // One thread under ~1 MB: the fork and join of the pool cost more than a second core gains.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / row_bytes);
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) std::memcpy(dst[cp[i]] + rp[i] * row_bytes, src + i * row_bytes, row_bytes);
   });
