@@ -151,6 +151,16 @@ struct PathCombineResidual {
   int64_t rows = 0, row_numel = 0;
 };
 
+// path_dispatch and path_combine without a residual: whole-row copies between
+// the dense [N, *] tensor and the buckets (bucket k's row rank[i] is row i).
+struct PathRows {
+  std::vector<void*> buckets;  // read by combine, written by dispatch
+  const int64_t* choices = nullptr;
+  const int64_t* rank = nullptr;
+  void* dense = nullptr;  // x (read by dispatch) or out (written by combine)
+  int64_t rows = 0, row_bytes = 0;
+};
+
 struct Kernels {
   const char* name;  // "DEFAULT" or "AVX2"
   void (*weighted_sum_forward)(at::ScalarType, const WeightedSumForward&);
@@ -162,6 +172,8 @@ struct Kernels {
   void (*batch_norm_backward_sums)(at::ScalarType, const BatchNormBackwardSums&);
   void (*batch_norm_backward_apply)(at::ScalarType, const BatchNormBackwardApply&);
   void (*path_combine_residual)(at::ScalarType, const PathCombineResidual&);
+  void (*path_dispatch_rows)(const PathRows&);
+  void (*path_combine_rows)(const PathRows&);
 };
 
 // The kernels for this CPU and torch's capability setting.

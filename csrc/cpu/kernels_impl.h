@@ -32,9 +32,28 @@ constexpr int64_t kFlush = 2048;     // float partial sums go to double every th
 // worker) costs more than a second core gains.
 constexpr int64_t kSerialWork = 1 << 18;
 
-// Grain for at::parallel_for over `items`: all on one thread for small work.
-inline int64_t grain_for(int64_t items, int64_t elements_moved) {
-  return elements_moved < kSerialWork ? std::max<int64_t>(items, 1) : 1;
+// f(begin, end) over consecutive ranges of [0, items): on one thread when
+// fewer than kSerialWork elements move, else on the pool's threads, which
+// take blocks of items in turn (a dynamic schedule). A thread that gets less
+// of the CPU, on a machine shared with other work, then does less of the
+// work instead of holding up the others at the join. Results do not depend on
+// which thread ran which items: every reduction is per item.
+template <typename F>
+void parallel_items(int64_t items, int64_t elements_moved, const F& f) {
+  if (items <= 0) return;
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), items);
+  if (elements_moved < kSerialWork || threads <= 1 || at::in_parallel_region()) {
+    f(0, items);
+    return;
+  }
+  // About 8 blocks per thread: long runs for the prefetchers, fine enough to even out.
+  const int64_t block = std::max<int64_t>(1, items / (8 * threads));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t begin = next.fetch_add(block); begin < items; begin = next.fetch_add(block)) {
+      f(begin, std::min(items, begin + block));
+    }
+  });
 }
 
 // Elements of the accumulator tile: 16 KiB of accumulators, so that each
@@ -293,7 +312,7 @@ void weighted_sum_forward_impl(const WeightedSumForward& a) {
   const auto* w = static_cast<const acc_t*>(a.weights);
   auto* out = static_cast<scalar_t*>(a.out);
   const bool stream = stream_output(a.samples * a.inner * static_cast<int64_t>(sizeof(scalar_t)));
-  at::parallel_for(0, items, grain_for(items, a.samples * a.inner * (k_count + 1)), [&](int64_t begin, int64_t end) {
+  parallel_items(items, a.samples * a.inner * (k_count + 1), [&](int64_t begin, int64_t end) {
     WsScratch<scalar_t> scratch;
     scratch.ptrs.resize(k_count);
     for (int64_t item = begin; item < end; ++item) {
@@ -463,7 +482,7 @@ void weighted_sum_backward_impl(const WeightedSumBackward& a) {
     outputs += a.grad_xs[k] != nullptr;
   }
   const bool stream = stream_output(outputs * a.samples * a.inner * static_cast<int64_t>(sizeof(scalar_t)));
-  at::parallel_for(0, items, grain_for(items, a.samples * a.inner * streams), [&](int64_t begin, int64_t end) {
+  parallel_items(items, a.samples * a.inner * streams, [&](int64_t begin, int64_t end) {
     WsbScratch<scalar_t> s(k_count);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t sample = item / per;
@@ -640,7 +659,7 @@ void partial_channel_mix_forward_impl(const PartialChannelMixForward& a) {
 
   if (kind == Kind::kPlanes) {
     const int64_t items = ov.n * ov.c;
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
       WsScratch<scalar_t> scratch;
       scratch.ptrs.resize(k_count);
       for (int64_t item = begin; item < end; ++item) {
@@ -664,7 +683,7 @@ void partial_channel_mix_forward_impl(const PartialChannelMixForward& a) {
     const int64_t rpi = rows_per_item(ov.c);
     const int64_t per = (ov.s + rpi - 1) / rpi;
     const int64_t items = ov.n * per;
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
       WsScratch<scalar_t> scratch;
       scratch.ptrs.resize(k_count);
       std::vector<scalar_t> mixed(cp + Io<scalar_t>::kStep);
@@ -693,7 +712,7 @@ void partial_channel_mix_forward_impl(const PartialChannelMixForward& a) {
     return;
   }
   // Mixed or other layouts: element by element.
-  at::parallel_for(0, ov.n * ov.c, grain_for(ov.n * ov.c, moved), [&](int64_t begin, int64_t end) {
+  parallel_items(ov.n * ov.c, moved, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / ov.c, o = item - n * ov.c;
       const int64_t j = o / groups, i = o - j * groups;
@@ -755,7 +774,7 @@ void partial_channel_mix_backward_impl(const PartialChannelMixBackward& a) {
 
   if (kind == Kind::kPlanes) {
     const int64_t all = gv.n * gv.c;
-    at::parallel_for(0, all, grain_for(all, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(all, moved, [&](int64_t begin, int64_t end) {
       WsbScratch<scalar_t> s(k_count);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / gv.c, o = item - n * gv.c;
@@ -787,7 +806,7 @@ void partial_channel_mix_backward_impl(const PartialChannelMixBackward& a) {
     });
   } else if (kind == Kind::kRows) {
     const int64_t rpi = rows_per_item(gv.c);
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
       WsbScratch<scalar_t> s(k_count);
       std::vector<scalar_t> gmix(cp + Io<scalar_t>::kStep);
       for (int64_t item = begin; item < end; ++item) {
@@ -824,7 +843,7 @@ void partial_channel_mix_backward_impl(const PartialChannelMixBackward& a) {
     });
   } else {
     const int64_t all = gv.n * gv.c;
-    at::parallel_for(0, all, grain_for(all, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(all, moved, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / gv.c, o = item - n * gv.c;
         const int64_t j = o / groups, i = o - j * groups;
@@ -944,7 +963,7 @@ void batch_norm_moments_impl(const BatchNormMoments& a) {
     const int64_t per = (v.s + rpi - 1) / rpi;
     const int64_t items = v.n * per;
     std::vector<double> p1(items * v.c), p2(items * v.c);
-    at::parallel_for(0, items, grain_for(items, v.n * v.c * v.s), [&](int64_t begin, int64_t end) {
+    parallel_items(items, v.n * v.c * v.s, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> shift(v.c), s1(v.c), s2(v.c);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / per;
@@ -978,7 +997,7 @@ void batch_norm_moments_impl(const BatchNormMoments& a) {
   }
   // Planes (or strided): per (sample, channel), shifted by its first element.
   const int64_t items = v.n * v.c;
-  at::parallel_for(0, items, grain_for(items, items * v.s), [&](int64_t begin, int64_t end) {
+  parallel_items(items, items * v.s, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / v.c, c = item - n * v.c;
       const scalar_t* p = x + n * v.stride_n + c * v.stride_c;
@@ -1057,7 +1076,7 @@ void batch_norm_apply_impl(const BatchNormApply& a) {
     const int64_t rpi = rows_per_item(xv.c);
     const int64_t per = (xv.s + rpi - 1) / rpi;
     const int64_t items = xv.n * per;
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / per;
         const int64_t s_lo = (item - n * per) * rpi, s_hi = std::min(xv.s, s_lo + rpi);
@@ -1072,7 +1091,7 @@ void batch_norm_apply_impl(const BatchNormApply& a) {
     return;
   }
   const int64_t items = xv.n * xv.c;
-  at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+  parallel_items(items, moved, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / xv.c, c = item - n * xv.c;
       const int64_t gc = a.groups[n] * xv.c + c;
@@ -1165,7 +1184,7 @@ void batch_norm_backward_sums_impl(const BatchNormBackwardSums& a) {
     const int64_t per = (xv.s + rpi - 1) / rpi;
     const int64_t items = xv.n * per;
     std::vector<double> p1(items * xv.c), p2(items * xv.c);
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> s1(xv.c), s2(xv.c);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / per;
@@ -1197,7 +1216,7 @@ void batch_norm_backward_sums_impl(const BatchNormBackwardSums& a) {
     return;
   }
   const int64_t items = xv.n * xv.c;
-  at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+  parallel_items(items, moved, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / xv.c, c = item - n * xv.c;
       const acc_t m = mean[a.groups[n] * xv.c + c];
@@ -1242,7 +1261,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
     const int64_t rpi = rows_per_item(xv.c);
     const int64_t per = (xv.s + rpi - 1) / rpi;
     const int64_t items = xv.n * per;
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / per;
         const int64_t s_lo = (item - n * per) * rpi, s_hi = std::min(xv.s, s_lo + rpi);
@@ -1276,7 +1295,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
     return;
   }
   const int64_t items = xv.n * xv.c;
-  at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+  parallel_items(items, moved, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / xv.c, c = item - n * xv.c;
       const int64_t gc = a.groups[n] * xv.c + c;
@@ -1326,7 +1345,7 @@ void path_combine_residual_impl(const PathCombineResidual& a) {
   for (const void* y : a.ys) ys.push_back(static_cast<const scalar_t*>(y));
   const int64_t len = a.row_numel;
   const bool stream = stream_output(a.rows * len * static_cast<int64_t>(sizeof(scalar_t)));
-  at::parallel_for(0, a.rows, grain_for(a.rows, 3 * a.rows * len), [&](int64_t begin, int64_t end) {
+  parallel_items(a.rows, 3 * a.rows * len, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const scalar_t* y = ys[a.choices[i]] + a.rank[i] * len;
       const scalar_t* r = res + i * len;
@@ -1349,6 +1368,26 @@ void path_combine_residual_impl(const PathCombineResidual& a) {
     if (stream) stream_fence();
   });
 }
+
+// Row copies of the path ops (any dtype: bytes). memcpy's own large-copy code
+// (rep movsb) writes whole lines without reading them first.
+inline void path_rows(const PathRows& a, bool dispatch) {
+  auto* dense = static_cast<char*>(a.dense);
+  const int64_t rb = a.row_bytes;
+  parallel_items(a.rows, 2 * a.rows * rb / 4, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      char* bucket = static_cast<char*>(a.buckets[a.choices[i]]) + a.rank[i] * rb;
+      if (dispatch) {
+        std::memcpy(bucket, dense + i * rb, rb);
+      } else {
+        std::memcpy(dense + i * rb, bucket, rb);
+      }
+    }
+  });
+}
+
+inline void path_dispatch_rows(const PathRows& a) { path_rows(a, true); }
+inline void path_combine_rows(const PathRows& a) { path_rows(a, false); }
 
 // ------------------------------------------------------------------ entry points
 #define PYNAS_CPU_DISPATCH(dtype, name, impl, args)                                      \
@@ -1400,5 +1439,7 @@ inline void path_combine_residual(at::ScalarType t, const PathCombineResidual& a
                             &batch_norm_apply,                                                    \
                             &batch_norm_backward_sums,                                            \
                             &batch_norm_backward_apply,                                           \
-                            &path_combine_residual};                                              \
+                            &path_combine_residual,                                               \
+                            &path_dispatch_rows,                                                  \
+                            &path_combine_rows};                                                  \
   }
