@@ -171,6 +171,7 @@ struct Io<T, std::enable_if_t<std::is_same_v<T, at::Half> || std::is_same_v<T, a
   static constexpr int64_t kW = V::size();
   static constexpr int64_t kStep = 2 * kW;
   static_assert(R::size() == kStep, "a vector of half/bfloat16 must widen to two float vectors");
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
   static inline void load(const T* p, V& a, V& b) { std::tie(a, b) = at::vec::convert_to_float<T>(R::loadu(p)); }
   static inline void load(const T* p, int64_t n, V& a, V& b) {
     std::tie(a, b) = at::vec::convert_to_float<T>(R::loadu(p, n));
@@ -179,6 +180,25 @@ struct Io<T, std::enable_if_t<std::is_same_v<T, at::Half> || std::is_same_v<T, a
   static inline void store(T* p, int64_t n, const V& a, const V& b) {
     at::vec::convert_from_float<T>(a, b).store(p, static_cast<int>(n));
   }
+#else
+  // The portable build: at::vec converts element by element through calls
+  // (20x slower than the AVX2 build for half); plain loops over arrays, which
+  // the compiler vectorizes, are much faster.
+  static inline void load(const T* p, V& a, V& b) { load(p, kStep, a, b); }
+  static inline void load(const T* p, int64_t n, V& a, V& b) {
+    __at_align__ float f[kStep];
+    for (int64_t i = 0; i < kStep; ++i) f[i] = i < n ? static_cast<float>(p[i]) : 0.0f;
+    a = V::loadu(f);
+    b = V::loadu(f + kW);
+  }
+  static inline void store(T* p, const V& a, const V& b) { store(p, kStep, a, b); }
+  static inline void store(T* p, int64_t n, const V& a, const V& b) {
+    __at_align__ float f[kStep];
+    a.store(f);
+    b.store(f + kW);
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(f[i]);
+  }
+#endif
   static inline void put(T* p, bool stream, const V& a, const V& b) {
     if (stream) {
       stream_vec(p, at::vec::convert_from_float<T>(a, b));
