@@ -1,7 +1,8 @@
 """Op microbenchmark: the fused pynas ops against their eager and compiled references.
 
     python -m bench.ops [--preset quick|cpu|gpu] [--ops weighted_sum,...] [--dtype float32,...]
-                        [--results-dir bench/results] [--repeats N] [--no-compile] [--check-targets]
+                        [--results-dir bench/results] [--repeats N] [--threads N] [--no-compile]
+                        [--check-targets]
 
 Each (op, case, dtype) gets fresh random inputs shared by three implementations:
 ``ours`` (the pynas op), ``eager`` (its ``*_reference``) and ``compile``
@@ -446,6 +447,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--results-dir", default="bench/results", help="where <device>.json is appended")
     p.add_argument("--repeats", type=positive_int, help="timed calls per measurement (default: per preset)")
+    p.add_argument("--threads", type=positive_int,
+                   help="intra-op threads for every implementation and the copy bandwidth (default: torch's)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
     p.add_argument("--compile-all", action="store_true", help="compile every case, even where the preset skips it")
     p.add_argument("--check-targets", action="store_true", help="exit with 1 when a target fails")
@@ -468,6 +471,8 @@ def main(argv=None) -> int:
     cases = [c for c in make_cases() if c.op in args.ops]
     if args.compile_all:
         cases = [Case(c.op, c.shape, c.k, c.label) for c in cases]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev_name = results.device_name(device)
     peak = timing.copy_bandwidth_gbps(device)
     meta = dict(device=dev_name, peak_copy_gbps=peak, torch=torch.__version__, commit=results.git_commit(),
