@@ -38,22 +38,39 @@ constexpr int64_t kSerialWork = 1 << 18;
 // of the CPU, on a machine shared with other work, then does less of the
 // work instead of holding up the others at the join. Results do not depend on
 // which thread ran which items: every reduction is per item.
+//
+// reverse: blocks are handed out from the end, so a second pass over data
+// that a first pass just read ascending starts with what the caches still hold.
 template <typename F>
-void parallel_items(int64_t items, int64_t elements_moved, const F& f) {
+void parallel_items(int64_t items, int64_t elements_moved, const F& f, bool reverse = false) {
   if (items <= 0) return;
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), items);
-  if (elements_moved < kSerialWork || threads <= 1 || at::in_parallel_region()) {
+  const bool serial = elements_moved < kSerialWork || threads <= 1 || at::in_parallel_region();
+  if (serial && !reverse) {
     f(0, items);
     return;
   }
   // About 8 blocks per thread: long runs for the prefetchers, fine enough to even out.
-  const int64_t block = std::max<int64_t>(1, items / (8 * threads));
+  const int64_t block = std::max<int64_t>(1, items / (8 * std::max<int64_t>(threads, 1)));
+  const int64_t blocks = (items + block - 1) / block;
+  const auto run = [&](int64_t b) {
+    const int64_t k = reverse ? blocks - 1 - b : b;
+    f(k * block, std::min(items, (k + 1) * block));
+  };
+  if (serial) {
+    for (int64_t b = 0; b < blocks; ++b) run(b);
+    return;
+  }
   std::atomic<int64_t> next{0};
   at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-    for (int64_t begin = next.fetch_add(block); begin < items; begin = next.fetch_add(block)) {
-      f(begin, std::min(items, begin + block));
-    }
+    for (int64_t b = next.fetch_add(1); b < blocks; b = next.fetch_add(1)) run(b);
   });
+}
+
+// The second pass of a two-pass kernel (batch norm's affine after its sums).
+template <typename F>
+void parallel_items_reverse(int64_t items, int64_t elements_moved, const F& f) {
+  parallel_items(items, elements_moved, f, /*reverse=*/true);
 }
 
 // Elements of the accumulator tile: 16 KiB of accumulators, so that each
@@ -1096,7 +1113,7 @@ void batch_norm_apply_impl(const BatchNormApply& a) {
     const int64_t rpi = rows_per_item(xv.c);
     const int64_t per = (xv.s + rpi - 1) / rpi;
     const int64_t items = xv.n * per;
-    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
+    parallel_items_reverse(items, moved, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / per;
         const int64_t s_lo = (item - n * per) * rpi, s_hi = std::min(xv.s, s_lo + rpi);
@@ -1111,7 +1128,7 @@ void batch_norm_apply_impl(const BatchNormApply& a) {
     return;
   }
   const int64_t items = xv.n * xv.c;
-  parallel_items(items, moved, [&](int64_t begin, int64_t end) {
+  parallel_items_reverse(items, moved, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / xv.c, c = item - n * xv.c;
       const int64_t gc = a.groups[n] * xv.c + c;
@@ -1281,7 +1298,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
     const int64_t rpi = rows_per_item(xv.c);
     const int64_t per = (xv.s + rpi - 1) / rpi;
     const int64_t items = xv.n * per;
-    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
+    parallel_items_reverse(items, moved, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / per;
         const int64_t s_lo = (item - n * per) * rpi, s_hi = std::min(xv.s, s_lo + rpi);
@@ -1315,7 +1332,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
     return;
   }
   const int64_t items = xv.n * xv.c;
-  parallel_items(items, moved, [&](int64_t begin, int64_t end) {
+  parallel_items_reverse(items, moved, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / xv.c, c = item - n * xv.c;
       const int64_t gc = a.groups[n] * xv.c + c;
