@@ -79,11 +79,11 @@ template <typename acc_t>
 constexpr int64_t kTile = kTileBytes / sizeof(acc_t);
 
 // ------------------------------------------------------------------ streaming stores
-// Outputs larger than kStreamBytes (in all) are written with non-temporal
+// Outputs of kStreamBytes or more (in all) are written with non-temporal
 // stores where the run is vector-aligned: they skip the read of each line
 // before its write (a third of a copy's traffic) and leave the caches to the
 // inputs. x86 builds only; the portable build stores normally.
-constexpr int64_t kStreamBytes = 8 << 20;
+constexpr int64_t kStreamBytes = 4 << 20;
 #if defined(CPU_CAPABILITY_AVX512)
 constexpr uintptr_t kStreamAlign = 64;  // (no AVX512 build at present: see kernels.cpp)
 #elif defined(CPU_CAPABILITY_AVX2)

@@ -217,7 +217,7 @@ def _labelled():
     return [(s, "darts") for s in DARTS] + [(s, "imagenet") for s in IMAGENET]
 
 
-PRESETS = {"quick": (_quick, 1, 3), "cpu": (_cpu, 2, 10), "gpu": (_gpu, 5, 30)}  # cases, warm-up, repeats
+PRESETS = {"quick": (_quick, 1, 3), "cpu": (_cpu, 2, 20), "gpu": (_gpu, 5, 30)}  # cases, warm-up, repeats
 
 
 # ------------------------------------------------------------------ running
