@@ -38,7 +38,7 @@ pybind11::dict build_info() {
   info["openmp"] = AT_PARALLEL_OPENMP == 1;
   info["num_threads"] = at::get_num_threads();
   info["torch_built_with"] = PYNAS_TORCH_VERSION;
-  // Which build of the CPU kernels runs here: DEFAULT, AVX2 or AVX512.
+  // Which build of the CPU kernels runs here: DEFAULT or AVX2.
   info["cpu_kernels"] = pynas::cpu::kernels().name;
   return info;
 }

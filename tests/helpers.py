@@ -107,7 +107,7 @@ def check_batched_rows(space, size: int, extra_paths: Sequence[Sequence[int]]) -
 # The CPU kernels are built for several instruction sets and follow torch's choice, which the environment
 # variable ATEN_CPU_CAPABILITY overrides: the tests run in process with the best build this CPU allows and,
 # through run_tests_with_cpu_capability, again with each lesser one.
-_CPU_CAPABILITIES = ["default", "avx2", "avx512"]
+_CPU_CAPABILITIES = ["default", "avx2"]
 
 
 def lesser_cpu_capabilities() -> list[str]:

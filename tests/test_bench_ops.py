@@ -77,6 +77,7 @@ def test_compiled_reference_is_timed(tmp_path):
     (["--dtype", "float8"], "unknown 'float8'"),
     (["--preset", "huge"], "invalid choice: 'huge'"),
     (["--repeats", "0"], "must be a positive integer"),
+    (["--threads", "0"], "must be a positive integer"),
     (["--no-compile", "--compile-all"], "contradict"),
 ])
 def test_bad_argument_is_a_clear_error(argv, expected, capsys, tmp_path):

@@ -7,6 +7,7 @@
 // al.'s pairwise update), which is exact in any thread count. The vectorized
 // kernels (kernels_impl.h) take contiguous planes and channels-last rows
 // alike; other layouts take a strided element loop.
+#include <ATen/Dispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -19,6 +20,23 @@
 
 namespace pynas {
 namespace {
+
+// The per-(group, channel) arithmetic is a few hundred values: plain loops in
+// double, not a dozen small ATen ops (their fixed cost showed at 4 MB inputs).
+template <typename acc_t>
+void batch_stats(const double* gm, const double* gm2, const std::vector<double>& count, int64_t num_groups,
+                 int64_t c, double eps, const acc_t* weight, acc_t* mean, acc_t* invstd, acc_t* scale) {
+  for (int64_t g = 0; g < num_groups; ++g) {
+    const double n = count[g];
+    for (int64_t j = 0; j < c; ++j) {
+      const int64_t gc = g * c + j;
+      mean[gc] = static_cast<acc_t>(gm[gc]);
+      // Groups without samples get invstd 0: nothing reads them.
+      invstd[gc] = n > 0 ? static_cast<acc_t>(1.0 / std::sqrt(gm2[gc] / n + eps)) : acc_t(0);
+      scale[gc] = weight != nullptr ? invstd[gc] * weight[j] : invstd[gc];
+    }
+  }
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_cpu(
     const at::Tensor& x_in, const at::Tensor& groups_in, int64_t num_groups, const c10::optional<at::Tensor>& weight,
@@ -34,47 +52,47 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_cpu(
   const at::Tensor& x = in.x;
   const NCSView v = ncs_view(x);
   const auto acc = accumulate_type(x.scalar_type());
-  at::Tensor mean, invstd;
+  const auto acc_opts = x.options().dtype(acc);
+  at::Tensor mean, invstd, scale;
   if (have_mean) {
     // A copy: an output must not alias an input (the caller may update it in place).
     mean = checked_group_stats(*mean_in, "mean", num_groups, x).clone();
     invstd = (checked_group_stats(*var_in, "var", num_groups, x) + eps).rsqrt();
+    scale = (in.weight.defined() ? invstd * in.weight : invstd).contiguous();
   } else {
-    const auto dopts = x.options().dtype(at::kDouble);
-    at::Tensor m_nc = at::empty({v.n, v.c}, dopts), m2_nc = at::empty({v.n, v.c}, dopts);
+    std::vector<double> m_nc(v.n * v.c), m2_nc(v.n * v.c);
     if (x.numel() > 0) {
       cpu::BatchNormMoments args;
       args.x = x.const_data_ptr();
       args.v = v;
-      args.mean = m_nc.data_ptr<double>();
-      args.m2 = m2_nc.data_ptr<double>();
+      args.mean = m_nc.data();
+      args.m2 = m2_nc.data();
       cpu::kernels().batch_norm_moments(x.scalar_type(), args);
     }
-    at::Tensor gm = at::zeros({num_groups, v.c}, dopts), gm2 = at::zeros({num_groups, v.c}, dopts);
-    std::vector<double> count(num_groups, 0.0);
+    std::vector<double> gm(num_groups * v.c, 0.0), gm2(num_groups * v.c, 0.0), count(num_groups, 0.0);
     const int64_t* g = in.groups.const_data_ptr<int64_t>();
-    double* pm = gm.data_ptr<double>();
-    double* pm2 = gm2.data_ptr<double>();
-    const double* qm = m_nc.const_data_ptr<double>();
-    const double* qm2 = m2_nc.const_data_ptr<double>();
     for (int64_t n = 0; n < v.n; ++n) {
       const double before = count[g[n]], after = before + static_cast<double>(v.s);
       count[g[n]] = after;
       if (after == 0) continue;
       for (int64_t c = 0; c < v.c; ++c) {
         const int64_t gc = g[n] * v.c + c;
-        const double delta = qm[n * v.c + c] - pm[gc];
-        pm[gc] += delta * v.s / after;
-        pm2[gc] += qm2[n * v.c + c] + delta * delta * before * v.s / after;
+        const double delta = m_nc[n * v.c + c] - gm[gc];
+        gm[gc] += delta * v.s / after;
+        gm2[gc] += m2_nc[n * v.c + c] + delta * delta * before * v.s / after;
       }
     }
-    at::Tensor cnt = at::tensor(count, dopts).unsqueeze(1);
-    // Groups without samples get invstd 0: nothing reads them.
-    invstd = at::where(cnt > 0, (gm2 / cnt.clamp_min(1) + eps).rsqrt(), at::zeros_like(gm2)).to(acc);
-    mean = gm.to(acc);
+    mean = at::empty({num_groups, v.c}, acc_opts);
+    invstd = at::empty_like(mean);
+    scale = at::empty_like(mean);
+    AT_DISPATCH_FLOATING_TYPES(acc, "grouped_batch_norm_stats_cpu", [&] {
+      batch_stats<scalar_t>(gm.data(), gm2.data(), count, num_groups, v.c, eps,
+                            in.weight.defined() ? in.weight.const_data_ptr<scalar_t>() : nullptr,
+                            mean.mutable_data_ptr<scalar_t>(), invstd.mutable_data_ptr<scalar_t>(),
+                            scale.mutable_data_ptr<scalar_t>());
+    });
   }
-  const at::Tensor scale = (in.weight.defined() ? invstd * in.weight : invstd).contiguous();
-  const at::Tensor shift = in.bias.defined() ? in.bias : at::zeros({v.c}, invstd.options());
+  const at::Tensor shift = in.bias.defined() ? in.bias : at::zeros({v.c}, acc_opts);
   at::Tensor out = empty_like_ncs(x, v.c);
   if (x.numel() > 0) {
     cpu::BatchNormApply args;
@@ -91,6 +109,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_cpu(
   return {out, mean, invstd};
 }
 
+// grad_x = k1 * dy + k2 * (x - mean) + k3 per (group, channel), and the
+// parameters' gradients, from the per-group sums (double).
+template <typename acc_t>
+void backward_coefficients(const double* sum_dy, const double* sum_dy_xmu, const std::vector<double>& count,
+                           const acc_t* invstd, const acc_t* weight, int64_t num_groups, int64_t c, bool batch_stats,
+                           acc_t* k1, acc_t* k2, acc_t* k3, acc_t* grad_w, acc_t* grad_b) {
+  for (int64_t j = 0; j < c; ++j) {
+    double gw = 0, gb = 0;
+    for (int64_t g = 0; g < num_groups; ++g) {
+      const int64_t gc = g * c + j;
+      const double inv = static_cast<double>(invstd[gc]);
+      gw += sum_dy_xmu[gc] * inv;
+      gb += sum_dy[gc];
+      if (k1 == nullptr) continue;
+      const double a = inv * (weight != nullptr ? static_cast<double>(weight[j]) : 1.0);
+      const double m = std::max(count[g], 1.0);
+      k1[gc] = static_cast<acc_t>(a);
+      k2[gc] = static_cast<acc_t>(batch_stats ? -a * inv * inv * sum_dy_xmu[gc] / m : 0.0);
+      k3[gc] = static_cast<acc_t>(batch_stats ? -a * sum_dy[gc] / m : 0.0);
+    }
+    if (grad_w != nullptr) grad_w[j] = static_cast<acc_t>(gw);
+    if (grad_b != nullptr) grad_b[j] = static_cast<acc_t>(gb);
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_backward_cpu(
     const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& groups_in, int64_t num_groups,
     const c10::optional<at::Tensor>& weight, const at::Tensor& mean_in, const at::Tensor& invstd_in,
@@ -104,15 +147,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_backward_cpu(
   const at::Tensor mean = checked_group_stats(mean_in, "mean", num_groups, x);
   const at::Tensor invstd = checked_group_stats(invstd_in, "invstd", num_groups, x);
   const NCSView xv = ncs_view(x), gv = ncs_view(grad);
-  const auto acc = accumulate_type(x.scalar_type());
+  const auto acc_opts = x.options().dtype(accumulate_type(x.scalar_type()));
   const int64_t* g = in.groups.const_data_ptr<int64_t>();
   const bool need_sums = output_mask[1] || output_mask[2] || (output_mask[0] && batch_stats);
 
-  // Per (sample, channel): sum of dy and of dy * (x - mean), merged per group.
-  at::Tensor sum_dy = at::zeros({num_groups, xv.c}, x.options().dtype(at::kDouble));
-  at::Tensor sum_dy_xmu = at::zeros_like(sum_dy);
+  // Per (sample, channel): sum of dy and of dy * (x - mean), merged per group in sample order.
+  std::vector<double> sum_dy(num_groups * xv.c, 0.0), sum_dy_xmu(num_groups * xv.c, 0.0);
   if (need_sums && x.numel() > 0) {
-    at::Tensor a_nc = at::empty({xv.n, xv.c}, sum_dy.options()), b_nc = at::empty_like(a_nc);
+    std::vector<double> a_nc(xv.n * xv.c), b_nc(xv.n * xv.c);
     cpu::BatchNormBackwardSums args;
     args.grad = grad.const_data_ptr();
     args.gv = gv;
@@ -120,42 +162,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grouped_batch_norm_backward_cpu(
     args.xv = xv;
     args.groups = g;
     args.mean = mean.const_data_ptr();
-    args.sum_dy = a_nc.data_ptr<double>();
-    args.sum_dy_xmu = b_nc.data_ptr<double>();
+    args.sum_dy = a_nc.data();
+    args.sum_dy_xmu = b_nc.data();
     cpu::kernels().batch_norm_backward_sums(x.scalar_type(), args);
-    // Merged per group in sample order (index_add_ may not keep an order).
-    double* pa = sum_dy.data_ptr<double>();
-    double* pb = sum_dy_xmu.data_ptr<double>();
-    const double* qa = a_nc.const_data_ptr<double>();
-    const double* qb = b_nc.const_data_ptr<double>();
     for (int64_t n = 0; n < xv.n; ++n) {
       for (int64_t c = 0; c < xv.c; ++c) {
-        pa[g[n] * xv.c + c] += qa[n * xv.c + c];
-        pb[g[n] * xv.c + c] += qb[n * xv.c + c];
+        sum_dy[g[n] * xv.c + c] += a_nc[n * xv.c + c];
+        sum_dy_xmu[g[n] * xv.c + c] += b_nc[n * xv.c + c];
       }
     }
   }
-  at::Tensor grad_x, grad_w, grad_b;
-  const at::Tensor inv_d = invstd.to(at::kDouble);
-  // Both come back in the accumulate dtype; the caller casts to the parameters'.
-  grad_w = output_mask[1] && in.weight.defined() ? (sum_dy_xmu * inv_d).sum(0).to(acc) : at::empty({0}, x.options().dtype(acc));
-  grad_b = output_mask[2] ? sum_dy.sum(0).to(acc) : at::empty({0}, x.options().dtype(acc));
+  std::vector<double> count(num_groups, 0.0);
+  for (int64_t n = 0; n < xv.n; ++n) count[g[n]] += static_cast<double>(xv.s);
+  // Both parameter gradients come back in the accumulate dtype; the caller casts to the parameters'.
+  const bool want_w = output_mask[1] && in.weight.defined();
+  at::Tensor grad_w = at::empty({want_w ? xv.c : 0}, acc_opts);
+  at::Tensor grad_b = at::empty({output_mask[2] ? xv.c : 0}, acc_opts);
+  at::Tensor k1, k2, k3;
+  if (output_mask[0]) {
+    k1 = at::empty({num_groups, xv.c}, acc_opts);
+    k2 = at::empty_like(k1);
+    k3 = at::empty_like(k1);
+  }
+  AT_DISPATCH_FLOATING_TYPES(acc_opts.dtype().toScalarType(), "grouped_batch_norm_backward_coefficients", [&] {
+    backward_coefficients<scalar_t>(
+        sum_dy.data(), sum_dy_xmu.data(), count, invstd.const_data_ptr<scalar_t>(),
+        in.weight.defined() ? in.weight.const_data_ptr<scalar_t>() : nullptr, num_groups, xv.c, batch_stats,
+        output_mask[0] ? k1.mutable_data_ptr<scalar_t>() : nullptr,
+        output_mask[0] ? k2.mutable_data_ptr<scalar_t>() : nullptr,
+        output_mask[0] ? k3.mutable_data_ptr<scalar_t>() : nullptr,
+        want_w ? grad_w.mutable_data_ptr<scalar_t>() : nullptr,
+        output_mask[2] ? grad_b.mutable_data_ptr<scalar_t>() : nullptr);
+  });
   if (!output_mask[0]) return {at::empty({0}, x.options()), grad_w, grad_b};
 
-  // grad_x = k1 * dy + k2 * (x - mean) + k3 per (group, channel).
-  at::Tensor w = in.weight.defined() ? in.weight.to(at::kDouble) : at::ones({xv.c}, sum_dy.options());
-  at::Tensor k1 = inv_d * w, k2 = at::zeros_like(k1), k3 = at::zeros_like(k1);
-  if (batch_stats) {
-    std::vector<double> count(num_groups, 0.0);
-    for (int64_t n = 0; n < xv.n; ++n) count[g[n]] += static_cast<double>(xv.s);
-    at::Tensor m = at::tensor(count, sum_dy.options()).clamp_min(1).unsqueeze(1);
-    k2 = -k1 * inv_d * inv_d * sum_dy_xmu / m;
-    k3 = -k1 * sum_dy / m;
-  }
-  k1 = k1.to(acc).contiguous();
-  k2 = k2.to(acc).contiguous();
-  k3 = k3.to(acc).contiguous();
-  grad_x = empty_like_ncs(x, xv.c);
+  at::Tensor grad_x = empty_like_ncs(x, xv.c);
   if (x.numel() > 0) {
     cpu::BatchNormBackwardApply args;
     args.grad = grad.const_data_ptr();

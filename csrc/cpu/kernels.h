@@ -6,13 +6,13 @@
 // translation unit and namespace, the way ATen compiles its own CPU kernels:
 //
 //   kernels_default.cpp  at::vec's portable Vectorized (any CPU)
-//   kernels_avx2.cpp     AVX2 + FMA + F16C (x86-64 with GCC or Clang)
-//   kernels_avx512.cpp   AVX512 F/BW/VL/DQ (x86-64 with GCC or Clang)
+//   kernels_avx2.cpp     AVX2 + FMA + F16C (x86-64 with GCC)
 //
 // kernels() picks the best one that both the CPU and torch allow: it follows
 // torch's own choice (at::get_cpu_capability(), which honours
-// ATEN_CPU_CAPABILITY=default|avx2|avx512), so ATEN_CPU_CAPABILITY=default
-// runs (and tests) the portable kernels on any machine.
+// ATEN_CPU_CAPABILITY=default|avx2|avx512; AVX512 runs the AVX2 build), so
+// ATEN_CPU_CAPABILITY=default runs (and tests) the portable kernels on any
+// machine.
 //
 // Guarantees of every kernel: accumulation in float (double for float64
 // data), results independent of the thread count (reductions are summed per
@@ -27,7 +27,7 @@
 
 #include "../ops/common.h"
 
-// The AVX2 and AVX512 builds select their instruction set per file with
+// The AVX2 build selects its instruction set per file with
 // `#pragma GCC target`, which GCC alone supports; other compilers build the
 // portable kernels only.
 #if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER) && defined(__x86_64__)
@@ -151,8 +151,18 @@ struct PathCombineResidual {
   int64_t rows = 0, row_numel = 0;
 };
 
+// path_dispatch and path_combine without a residual: whole-row copies between
+// the dense [N, *] tensor and the buckets (bucket k's row rank[i] is row i).
+struct PathRows {
+  std::vector<void*> buckets;  // read by combine, written by dispatch
+  const int64_t* choices = nullptr;
+  const int64_t* rank = nullptr;
+  void* dense = nullptr;  // x (read by dispatch) or out (written by combine)
+  int64_t rows = 0, row_bytes = 0;
+};
+
 struct Kernels {
-  const char* name;  // "DEFAULT", "AVX2", "AVX512"
+  const char* name;  // "DEFAULT" or "AVX2"
   void (*weighted_sum_forward)(at::ScalarType, const WeightedSumForward&);
   void (*weighted_sum_backward)(at::ScalarType, const WeightedSumBackward&);
   void (*partial_channel_mix_forward)(at::ScalarType, const PartialChannelMixForward&);
@@ -162,6 +172,8 @@ struct Kernels {
   void (*batch_norm_backward_sums)(at::ScalarType, const BatchNormBackwardSums&);
   void (*batch_norm_backward_apply)(at::ScalarType, const BatchNormBackwardApply&);
   void (*path_combine_residual)(at::ScalarType, const PathCombineResidual&);
+  void (*path_dispatch_rows)(const PathRows&);
+  void (*path_combine_rows)(const PathRows&);
 };
 
 // The kernels for this CPU and torch's capability setting.

@@ -9,7 +9,6 @@
 #pragma GCC push_options
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"  // vectors passed by value inside at::vec
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // false positives in GCC's AVX512 intrinsics
 #pragma GCC target("avx2,fma,f16c")
 // GCC's C++ front end does not define the ISA macros for a target pragma, and
 // sleef.h (which at::vec includes) declares its vector functions only under

@@ -32,9 +32,45 @@ constexpr int64_t kFlush = 2048;     // float partial sums go to double every th
 // worker) costs more than a second core gains.
 constexpr int64_t kSerialWork = 1 << 18;
 
-// Grain for at::parallel_for over `items`: all on one thread for small work.
-inline int64_t grain_for(int64_t items, int64_t elements_moved) {
-  return elements_moved < kSerialWork ? std::max<int64_t>(items, 1) : 1;
+// f(begin, end) over consecutive ranges of [0, items): on one thread when
+// fewer than kSerialWork elements move, else on the pool's threads, which
+// take blocks of items in turn (a dynamic schedule). A thread that gets less
+// of the CPU, on a machine shared with other work, then does less of the
+// work instead of holding up the others at the join. Results do not depend on
+// which thread ran which items: every reduction is per item.
+//
+// reverse: blocks are handed out from the end, so a second pass over data
+// that a first pass just read ascending starts with what the caches still hold.
+template <typename F>
+void parallel_items(int64_t items, int64_t elements_moved, const F& f, bool reverse = false) {
+  if (items <= 0) return;
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), items);
+  const bool serial = elements_moved < kSerialWork || threads <= 1 || at::in_parallel_region();
+  if (serial && !reverse) {
+    f(0, items);
+    return;
+  }
+  // About 8 blocks per thread: long runs for the prefetchers, fine enough to even out.
+  const int64_t block = std::max<int64_t>(1, items / (8 * std::max<int64_t>(threads, 1)));
+  const int64_t blocks = (items + block - 1) / block;
+  const auto run = [&](int64_t b) {
+    const int64_t k = reverse ? blocks - 1 - b : b;
+    f(k * block, std::min(items, (k + 1) * block));
+  };
+  if (serial) {
+    for (int64_t b = 0; b < blocks; ++b) run(b);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t b = next.fetch_add(1); b < blocks; b = next.fetch_add(1)) run(b);
+  });
+}
+
+// The second pass of a two-pass kernel (batch norm's affine after its sums).
+template <typename F>
+void parallel_items_reverse(int64_t items, int64_t elements_moved, const F& f) {
+  parallel_items(items, elements_moved, f, /*reverse=*/true);
 }
 
 // Elements of the accumulator tile: 16 KiB of accumulators, so that each
@@ -43,13 +79,13 @@ template <typename acc_t>
 constexpr int64_t kTile = kTileBytes / sizeof(acc_t);
 
 // ------------------------------------------------------------------ streaming stores
-// Outputs larger than kStreamBytes (in all) are written with non-temporal
+// Outputs of kStreamBytes or more (in all) are written with non-temporal
 // stores where the run is vector-aligned: they skip the read of each line
 // before its write (a third of a copy's traffic) and leave the caches to the
 // inputs. x86 builds only; the portable build stores normally.
-constexpr int64_t kStreamBytes = 8 << 20;
+constexpr int64_t kStreamBytes = 4 << 20;
 #if defined(CPU_CAPABILITY_AVX512)
-constexpr uintptr_t kStreamAlign = 64;
+constexpr uintptr_t kStreamAlign = 64;  // (no AVX512 build at present: see kernels.cpp)
 #elif defined(CPU_CAPABILITY_AVX2)
 constexpr uintptr_t kStreamAlign = 32;
 #else
@@ -152,6 +188,7 @@ struct Io<T, std::enable_if_t<std::is_same_v<T, at::Half> || std::is_same_v<T, a
   static constexpr int64_t kW = V::size();
   static constexpr int64_t kStep = 2 * kW;
   static_assert(R::size() == kStep, "a vector of half/bfloat16 must widen to two float vectors");
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
   static inline void load(const T* p, V& a, V& b) { std::tie(a, b) = at::vec::convert_to_float<T>(R::loadu(p)); }
   static inline void load(const T* p, int64_t n, V& a, V& b) {
     std::tie(a, b) = at::vec::convert_to_float<T>(R::loadu(p, n));
@@ -160,6 +197,25 @@ struct Io<T, std::enable_if_t<std::is_same_v<T, at::Half> || std::is_same_v<T, a
   static inline void store(T* p, int64_t n, const V& a, const V& b) {
     at::vec::convert_from_float<T>(a, b).store(p, static_cast<int>(n));
   }
+#else
+  // The portable build: at::vec converts element by element through calls
+  // (20x slower than the AVX2 build for half); plain loops over arrays, which
+  // the compiler vectorizes, are much faster.
+  static inline void load(const T* p, V& a, V& b) { load(p, kStep, a, b); }
+  static inline void load(const T* p, int64_t n, V& a, V& b) {
+    __at_align__ float f[kStep];
+    for (int64_t i = 0; i < kStep; ++i) f[i] = i < n ? static_cast<float>(p[i]) : 0.0f;
+    a = V::loadu(f);
+    b = V::loadu(f + kW);
+  }
+  static inline void store(T* p, const V& a, const V& b) { store(p, kStep, a, b); }
+  static inline void store(T* p, int64_t n, const V& a, const V& b) {
+    __at_align__ float f[kStep];
+    a.store(f);
+    b.store(f + kW);
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(f[i]);
+  }
+#endif
   static inline void put(T* p, bool stream, const V& a, const V& b) {
     if (stream) {
       stream_vec(p, at::vec::convert_from_float<T>(a, b));
@@ -293,7 +349,7 @@ void weighted_sum_forward_impl(const WeightedSumForward& a) {
   const auto* w = static_cast<const acc_t*>(a.weights);
   auto* out = static_cast<scalar_t*>(a.out);
   const bool stream = stream_output(a.samples * a.inner * static_cast<int64_t>(sizeof(scalar_t)));
-  at::parallel_for(0, items, grain_for(items, a.samples * a.inner * (k_count + 1)), [&](int64_t begin, int64_t end) {
+  parallel_items(items, a.samples * a.inner * (k_count + 1), [&](int64_t begin, int64_t end) {
     WsScratch<scalar_t> scratch;
     scratch.ptrs.resize(k_count);
     for (int64_t item = begin; item < end; ++item) {
@@ -463,7 +519,7 @@ void weighted_sum_backward_impl(const WeightedSumBackward& a) {
     outputs += a.grad_xs[k] != nullptr;
   }
   const bool stream = stream_output(outputs * a.samples * a.inner * static_cast<int64_t>(sizeof(scalar_t)));
-  at::parallel_for(0, items, grain_for(items, a.samples * a.inner * streams), [&](int64_t begin, int64_t end) {
+  parallel_items(items, a.samples * a.inner * streams, [&](int64_t begin, int64_t end) {
     WsbScratch<scalar_t> s(k_count);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t sample = item / per;
@@ -498,7 +554,7 @@ inline bool rows(const NCSView& v) { return v.stride_c == 1 || v.c <= 1; }
 
 enum class Kind { kPlanes, kRows, kStrided };
 
-// One kind for all the views (those with c == 0 are skipped).
+// One kind for all the views (null ones, not read, are skipped).
 inline Kind common_kind(std::initializer_list<const NCSView*> views) {
   bool all_planes = true, all_rows = true;
   int64_t s = 1, c = 1;
@@ -640,7 +696,7 @@ void partial_channel_mix_forward_impl(const PartialChannelMixForward& a) {
 
   if (kind == Kind::kPlanes) {
     const int64_t items = ov.n * ov.c;
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
       WsScratch<scalar_t> scratch;
       scratch.ptrs.resize(k_count);
       for (int64_t item = begin; item < end; ++item) {
@@ -664,7 +720,7 @@ void partial_channel_mix_forward_impl(const PartialChannelMixForward& a) {
     const int64_t rpi = rows_per_item(ov.c);
     const int64_t per = (ov.s + rpi - 1) / rpi;
     const int64_t items = ov.n * per;
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
       WsScratch<scalar_t> scratch;
       scratch.ptrs.resize(k_count);
       std::vector<scalar_t> mixed(cp + Io<scalar_t>::kStep);
@@ -693,7 +749,7 @@ void partial_channel_mix_forward_impl(const PartialChannelMixForward& a) {
     return;
   }
   // Mixed or other layouts: element by element.
-  at::parallel_for(0, ov.n * ov.c, grain_for(ov.n * ov.c, moved), [&](int64_t begin, int64_t end) {
+  parallel_items(ov.n * ov.c, moved, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / ov.c, o = item - n * ov.c;
       const int64_t j = o / groups, i = o - j * groups;
@@ -755,7 +811,7 @@ void partial_channel_mix_backward_impl(const PartialChannelMixBackward& a) {
 
   if (kind == Kind::kPlanes) {
     const int64_t all = gv.n * gv.c;
-    at::parallel_for(0, all, grain_for(all, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(all, moved, [&](int64_t begin, int64_t end) {
       WsbScratch<scalar_t> s(k_count);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / gv.c, o = item - n * gv.c;
@@ -787,7 +843,7 @@ void partial_channel_mix_backward_impl(const PartialChannelMixBackward& a) {
     });
   } else if (kind == Kind::kRows) {
     const int64_t rpi = rows_per_item(gv.c);
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
       WsbScratch<scalar_t> s(k_count);
       std::vector<scalar_t> gmix(cp + Io<scalar_t>::kStep);
       for (int64_t item = begin; item < end; ++item) {
@@ -824,7 +880,7 @@ void partial_channel_mix_backward_impl(const PartialChannelMixBackward& a) {
     });
   } else {
     const int64_t all = gv.n * gv.c;
-    at::parallel_for(0, all, grain_for(all, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(all, moved, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / gv.c, o = item - n * gv.c;
         const int64_t j = o / groups, i = o - j * groups;
@@ -944,7 +1000,7 @@ void batch_norm_moments_impl(const BatchNormMoments& a) {
     const int64_t per = (v.s + rpi - 1) / rpi;
     const int64_t items = v.n * per;
     std::vector<double> p1(items * v.c), p2(items * v.c);
-    at::parallel_for(0, items, grain_for(items, v.n * v.c * v.s), [&](int64_t begin, int64_t end) {
+    parallel_items(items, v.n * v.c * v.s, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> shift(v.c), s1(v.c), s2(v.c);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / per;
@@ -978,7 +1034,7 @@ void batch_norm_moments_impl(const BatchNormMoments& a) {
   }
   // Planes (or strided): per (sample, channel), shifted by its first element.
   const int64_t items = v.n * v.c;
-  at::parallel_for(0, items, grain_for(items, items * v.s), [&](int64_t begin, int64_t end) {
+  parallel_items(items, items * v.s, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / v.c, c = item - n * v.c;
       const scalar_t* p = x + n * v.stride_n + c * v.stride_c;
@@ -1057,7 +1113,7 @@ void batch_norm_apply_impl(const BatchNormApply& a) {
     const int64_t rpi = rows_per_item(xv.c);
     const int64_t per = (xv.s + rpi - 1) / rpi;
     const int64_t items = xv.n * per;
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items_reverse(items, moved, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / per;
         const int64_t s_lo = (item - n * per) * rpi, s_hi = std::min(xv.s, s_lo + rpi);
@@ -1072,7 +1128,7 @@ void batch_norm_apply_impl(const BatchNormApply& a) {
     return;
   }
   const int64_t items = xv.n * xv.c;
-  at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+  parallel_items_reverse(items, moved, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / xv.c, c = item - n * xv.c;
       const int64_t gc = a.groups[n] * xv.c + c;
@@ -1165,7 +1221,7 @@ void batch_norm_backward_sums_impl(const BatchNormBackwardSums& a) {
     const int64_t per = (xv.s + rpi - 1) / rpi;
     const int64_t items = xv.n * per;
     std::vector<double> p1(items * xv.c), p2(items * xv.c);
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items(items, moved, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> s1(xv.c), s2(xv.c);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / per;
@@ -1197,7 +1253,7 @@ void batch_norm_backward_sums_impl(const BatchNormBackwardSums& a) {
     return;
   }
   const int64_t items = xv.n * xv.c;
-  at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+  parallel_items(items, moved, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / xv.c, c = item - n * xv.c;
       const acc_t m = mean[a.groups[n] * xv.c + c];
@@ -1242,7 +1298,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
     const int64_t rpi = rows_per_item(xv.c);
     const int64_t per = (xv.s + rpi - 1) / rpi;
     const int64_t items = xv.n * per;
-    at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+    parallel_items_reverse(items, moved, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / per;
         const int64_t s_lo = (item - n * per) * rpi, s_hi = std::min(xv.s, s_lo + rpi);
@@ -1276,7 +1332,7 @@ void batch_norm_backward_apply_impl(const BatchNormBackwardApply& a) {
     return;
   }
   const int64_t items = xv.n * xv.c;
-  at::parallel_for(0, items, grain_for(items, moved), [&](int64_t begin, int64_t end) {
+  parallel_items_reverse(items, moved, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / xv.c, c = item - n * xv.c;
       const int64_t gc = a.groups[n] * xv.c + c;
@@ -1326,7 +1382,7 @@ void path_combine_residual_impl(const PathCombineResidual& a) {
   for (const void* y : a.ys) ys.push_back(static_cast<const scalar_t*>(y));
   const int64_t len = a.row_numel;
   const bool stream = stream_output(a.rows * len * static_cast<int64_t>(sizeof(scalar_t)));
-  at::parallel_for(0, a.rows, grain_for(a.rows, 3 * a.rows * len), [&](int64_t begin, int64_t end) {
+  parallel_items(a.rows, 3 * a.rows * len, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const scalar_t* y = ys[a.choices[i]] + a.rank[i] * len;
       const scalar_t* r = res + i * len;
@@ -1349,6 +1405,26 @@ void path_combine_residual_impl(const PathCombineResidual& a) {
     if (stream) stream_fence();
   });
 }
+
+// Row copies of the path ops (any dtype: bytes). memcpy's own large-copy code
+// (rep movsb) writes whole lines without reading them first.
+inline void path_rows(const PathRows& a, bool dispatch) {
+  auto* dense = static_cast<char*>(a.dense);
+  const int64_t rb = a.row_bytes;
+  parallel_items(a.rows, 2 * a.rows * rb / 4, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      char* bucket = static_cast<char*>(a.buckets[a.choices[i]]) + a.rank[i] * rb;
+      if (dispatch) {
+        std::memcpy(bucket, dense + i * rb, rb);
+      } else {
+        std::memcpy(dense + i * rb, bucket, rb);
+      }
+    }
+  });
+}
+
+inline void path_dispatch_rows(const PathRows& a) { path_rows(a, true); }
+inline void path_combine_rows(const PathRows& a) { path_rows(a, false); }
 
 // ------------------------------------------------------------------ entry points
 #define PYNAS_CPU_DISPATCH(dtype, name, impl, args)                                      \
@@ -1400,5 +1476,7 @@ inline void path_combine_residual(at::ScalarType t, const PathCombineResidual& a
                             &batch_norm_apply,                                                    \
                             &batch_norm_backward_sums,                                            \
                             &batch_norm_backward_apply,                                           \
-                            &path_combine_residual};                                              \
+                            &path_combine_residual,                                               \
+                            &path_dispatch_rows,                                                  \
+                            &path_combine_rows};                                                  \
   }

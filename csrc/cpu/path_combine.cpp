@@ -1,9 +1,7 @@
-// CPU kernel of path_combine: row i of the output is read from its bucket,
-// plus the residual row when given, in one pass.
-#include <ATen/Parallel.h>
+// CPU host function of path_combine: row i of the output is read from its bucket,
+// plus the residual row when given (a vectorized kernel, kernels_impl.h), in
+// one pass.
 #include <torch/library.h>
-
-#include <cstring>
 
 #include "../ops/common.h"
 #include "../ops/path_gather.h"
@@ -22,15 +20,15 @@ at::Tensor path_combine_cpu(at::TensorList ys, const at::Tensor& choices, const 
   const int64_t row_numel = in.out.numel() / rows;
   const int64_t* cp = in.choices.const_data_ptr<int64_t>();
   const int64_t* rp = plan.rank.const_data_ptr<int64_t>();
-  const int64_t grain = std::max<int64_t>(1, 16384 / row_numel);
   if (!in.residual.defined()) {
-    const int64_t row_bytes = row_numel * in.out.element_size();
-    std::vector<const char*> src;
-    for (const auto& y : in.ys) src.push_back(static_cast<const char*>(y.const_data_ptr()));
-    char* dst = static_cast<char*>(in.out.data_ptr());
-    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) std::memcpy(dst + i * row_bytes, src[cp[i]] + rp[i] * row_bytes, row_bytes);
-    });
+    cpu::PathRows args;
+    for (const auto& y : in.ys) args.buckets.push_back(const_cast<void*>(y.const_data_ptr()));  // read only
+    args.choices = cp;
+    args.rank = rp;
+    args.dense = in.out.mutable_data_ptr();
+    args.rows = rows;
+    args.row_bytes = row_numel * in.out.element_size();
+    cpu::kernels().path_combine_rows(args);
     return in.out;
   }
   cpu::PathCombineResidual args;

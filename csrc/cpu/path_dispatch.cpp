@@ -1,12 +1,10 @@
-// CPU kernel of path_dispatch: each row of x is copied once, straight into
-// its bucket. The copy is by bytes, so every dtype works.
-#include <ATen/Parallel.h>
+// CPU host function of path_dispatch: each row of x is copied once, straight
+// into its bucket (kernels_impl.h). The copy is by bytes, so every dtype works.
 #include <torch/library.h>
-
-#include <cstring>
 
 #include "../ops/common.h"
 #include "../ops/path_gather.h"
+#include "kernels.h"
 
 namespace pynas {
 namespace {
@@ -21,15 +19,14 @@ std::vector<at::Tensor> path_dispatch_cpu(const at::Tensor& x, const at::Tensor&
   const int64_t rows = in.x.size(0);
   const int64_t row_bytes = rows > 0 ? in.x.numel() / rows * in.x.element_size() : 0;
   if (row_bytes == 0) return in.outputs;
-  const char* src = static_cast<const char*>(in.x.const_data_ptr());
-  std::vector<char*> dst;
-  for (auto& out : in.outputs) dst.push_back(static_cast<char*>(out.data_ptr()));
-  const int64_t* cp = c.const_data_ptr<int64_t>();
-  const int64_t* rp = plan.rank.const_data_ptr<int64_t>();
-  const int64_t grain = std::max<int64_t>(1, 65536 / row_bytes);
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) std::memcpy(dst[cp[i]] + rp[i] * row_bytes, src + i * row_bytes, row_bytes);
-  });
+  cpu::PathRows args;
+  for (auto& out : in.outputs) args.buckets.push_back(out.data_ptr());
+  args.choices = c.const_data_ptr<int64_t>();
+  args.rank = plan.rank.const_data_ptr<int64_t>();
+  args.dense = const_cast<void*>(in.x.const_data_ptr());  // read only
+  args.rows = rows;
+  args.row_bytes = row_bytes;
+  cpu::kernels().path_dispatch_rows(args);
   return in.outputs;
 }
 

@@ -1,7 +1,8 @@
 """Op microbenchmark: the fused pynas ops against their eager and compiled references.
 
     python -m bench.ops [--preset quick|cpu|gpu] [--ops weighted_sum,...] [--dtype float32,...]
-                        [--results-dir bench/results] [--repeats N] [--no-compile] [--check-targets]
+                        [--results-dir bench/results] [--repeats N] [--threads N] [--no-compile]
+                        [--check-targets]
 
 Each (op, case, dtype) gets fresh random inputs shared by three implementations:
 ``ours`` (the pynas op), ``eager`` (its ``*_reference``) and ``compile``
@@ -216,7 +217,7 @@ def _labelled():
     return [(s, "darts") for s in DARTS] + [(s, "imagenet") for s in IMAGENET]
 
 
-PRESETS = {"quick": (_quick, 1, 3), "cpu": (_cpu, 2, 10), "gpu": (_gpu, 5, 30)}  # cases, warm-up, repeats
+PRESETS = {"quick": (_quick, 1, 3), "cpu": (_cpu, 2, 20), "gpu": (_gpu, 5, 30)}  # cases, warm-up, repeats
 
 
 # ------------------------------------------------------------------ running
@@ -265,8 +266,9 @@ def _quiet_compile():
 
 
 def run_case(case: Case, dtype: torch.dtype, device: torch.device, *, compile: bool, warmup: int,
-             repeats: int, notes: list[str]) -> dict[tuple[str, str], float]:
-    """Median ms of every (impl, mode) measured for this case."""
+             repeats: int, notes: list[str]) -> tuple[dict[tuple[str, str], float], dict[str, float | None]]:
+    """Median ms of every (impl, mode) measured for this case, and per mode the share of the machine's
+    busy CPU time that other processes took while it was timed (None off Linux or on a GPU)."""
     spec = SPECS[case.op]
     what = f"{case.op} {case.describe()} {str(dtype).removeprefix('torch.')}"
     torch.manual_seed(0)
@@ -276,14 +278,14 @@ def run_case(case: Case, dtype: torch.dtype, device: torch.device, *, compile: b
         sets += [spec.build(case, dtype, device) for _ in range(min(MAX_SETS, ROTATE_BYTES // resident) - 1)]
     except torch.OutOfMemoryError:
         notes.append(f"{what}: skipped, inputs do not fit in memory")
-        return {}
+        return {}, {}
     if not _agrees(spec, sets[0]):
         notes.append(f"WARNING {what}: ours and eager disagree, timings are suspect")
     impls = {"ours": spec.ours, "eager": spec.reference}
     if compile and case.compile:
         torch._dynamo.reset()  # a fresh compile per case: no recompile limits, no shapes left dynamic
         impls["compile"] = torch.compile(spec.reference)
-    ms = {}
+    ms, others = {}, {}
     for mode in MODES:
         # A first call of each alone (it compiles there) tells which can be timed.
         steps = {}
@@ -309,8 +311,10 @@ def run_case(case: Case, dtype: torch.dtype, device: torch.device, *, compile: b
         if not steps:
             continue
         try:
+            ticks = timing.cpu_ticks()
             with _quiet_compile():
                 times = timing.interleaved_median_ms(steps, sets, device, warmup, repeats)
+            others[mode] = timing.others_share(ticks, timing.cpu_ticks())
         except torch.OutOfMemoryError:
             notes.append(f"{what}: {mode} skipped, out of memory")
             if device.type == "cuda":
@@ -322,10 +326,10 @@ def run_case(case: Case, dtype: torch.dtype, device: torch.device, *, compile: b
             continue
         for name, t in times.items():
             ms[name, mode] = t
-    return ms
+    return ms, others
 
 
-def _records(case, dtype, ms, peak, meta) -> list[dict]:
+def _records(case, dtype, ms, others, peak, meta) -> list[dict]:
     spec = SPECS[case.op]
     size = math.prod(case.shape) * dtype.itemsize
     fwd_bytes, bwd_bytes = spec.min_bytes(case, size)
@@ -335,7 +339,8 @@ def _records(case, dtype, ms, peak, meta) -> list[dict]:
         gbps = moved / t / 1e6
         row = dict(op=case.op, impl=impl, mode=mode, case=case.label, dtype=str(dtype).removeprefix("torch."),
                    shape=list(case.shape), k=case.k, ms=t, bytes=moved, input_bytes=size, gbps=gbps,
-                   frac_peak=gbps / peak, speedup_vs_eager=None, speedup_vs_compile=None)
+                   frac_peak=gbps / peak, speedup_vs_eager=None, speedup_vs_compile=None,
+                   others_cpu_share=others.get(mode))
         if case.op == "partial_channel_mix":
             row["groups"] = PC_GROUPS
         if impl == "ours":
@@ -360,13 +365,14 @@ def format_table(rows: list[dict]) -> str:
         key = (r["op"], f"{r['case']} k={r['k']} {'x'.join(map(str, r['shape']))}", r["dtype"], r["mode"])
         by_key.setdefault(key, {})[r["impl"]] = r
     head = ["op", "case", "dtype", "mode", "ours ms", "eager ms", "compile ms", "ours GB/s", "of copy",
-            "vs eager", "vs compile"]
+            "vs eager", "vs compile", "others"]
     lines = [head]
     for key, impls in by_key.items():
         ours = impls.get("ours", {})
         lines.append([*key, *(_fmt(impls.get(i, {}).get("ms"), ".3f") for i in ("ours", "eager", "compile")),
                       _fmt(ours.get("gbps"), ".1f"), _fmt(ours.get("frac_peak"), ".0%"),
-                      _times(ours.get("speedup_vs_eager")), _times(ours.get("speedup_vs_compile"))])
+                      _times(ours.get("speedup_vs_eager")), _times(ours.get("speedup_vs_compile")),
+                      _fmt(ours.get("others_cpu_share"), ".0%")])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
                      for line in lines)
@@ -441,6 +447,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--results-dir", default="bench/results", help="where <device>.json is appended")
     p.add_argument("--repeats", type=positive_int, help="timed calls per measurement (default: per preset)")
+    p.add_argument("--threads", type=positive_int,
+                   help="intra-op threads for every implementation and the copy bandwidth (default: torch's)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
     p.add_argument("--compile-all", action="store_true", help="compile every case, even where the preset skips it")
     p.add_argument("--check-targets", action="store_true", help="exit with 1 when a target fails")
@@ -463,6 +471,8 @@ def main(argv=None) -> int:
     cases = [c for c in make_cases() if c.op in args.ops]
     if args.compile_all:
         cases = [Case(c.op, c.shape, c.k, c.label) for c in cases]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev_name = results.device_name(device)
     peak = timing.copy_bandwidth_gbps(device)
     meta = dict(device=dev_name, peak_copy_gbps=peak, torch=torch.__version__, commit=results.git_commit(),
@@ -474,10 +484,10 @@ def main(argv=None) -> int:
           f"median of {repeats} after {warmup} warm-up, implementations alternated"
           + (f" | load average {load:.1f} on {os.cpu_count()} cores" if device.type == "cpu" else ""), flush=True)
 
-    notes: list[str] = []
-    if device.type == "cpu" and load > 0.5 * (os.cpu_count() or 1):
-        notes.append(f"WARNING load average {load:.1f} on {os.cpu_count()} cores when the run started: "
-                     "other work shares the CPU, timings are noisy")
+    notes: list[str] = timing.load_notes(device)
+    if device.type == "cpu":
+        notes.append("others: the share of the machine's busy CPU time that other processes took while a row was "
+                     "timed; above a few percent the CPU timings of that row are suspect")
     if args.no_compile:
         notes.append("compile: skipped everywhere (--no-compile)")
     elif skipped := sum(not c.compile for c in cases):
@@ -487,8 +497,9 @@ def main(argv=None) -> int:
     total = len(cases) * len(args.dtype)
     for i, (dtype, case) in enumerate(((DTYPES[d], c) for d in args.dtype for c in cases), 1):
         t0 = time.perf_counter()
-        ms = run_case(case, dtype, device, compile=not args.no_compile, warmup=warmup, repeats=repeats, notes=notes)
-        rows += _records(case, dtype, ms, peak, meta)
+        ms, others = run_case(case, dtype, device, compile=not args.no_compile, warmup=warmup, repeats=repeats,
+                              notes=notes)
+        rows += _records(case, dtype, ms, others, peak, meta)
         print(f"[{i}/{total}] {case.op} {case.describe()} {str(dtype).removeprefix('torch.')}: "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
