@@ -449,6 +449,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=positive_int, help="timed calls per measurement (default: per preset)")
     p.add_argument("--threads", type=positive_int,
                    help="intra-op threads for every implementation and the copy bandwidth (default: torch's)")
+    p.add_argument("--allocator", choices=["retain", "system"], default="retain",
+                   help="CPU: 'retain' (default) keeps freed memory in glibc's heap, as a training process in its "
+                        "steady state does, so no implementation's timing includes the page faults of memory "
+                        "freshly mapped for its outputs; 'system' leaves glibc's defaults")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
     p.add_argument("--compile-all", action="store_true", help="compile every case, even where the preset skips it")
     p.add_argument("--check-targets", action="store_true", help="exit with 1 when a target fails")
@@ -474,9 +478,14 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dev_name = results.device_name(device)
+    allocator = "system"
+    if device.type == "cpu" and args.allocator == "retain":
+        largest = max(math.prod(c.shape) * max(DTYPES[d].itemsize for d in args.dtype) for c in cases) if cases else 0
+        allocator = "retain" if timing.retain_freed_memory(2 * largest) else "system"
     peak = timing.copy_bandwidth_gbps(device)
     meta = dict(device=dev_name, peak_copy_gbps=peak, torch=torch.__version__, commit=results.git_commit(),
-                date=results.now_iso(), preset=preset, threads=torch.get_num_threads(), repeats=repeats)
+                date=results.now_iso(), preset=preset, threads=torch.get_num_threads(), repeats=repeats,
+                allocator=allocator)
     print(f"device: {dev_name} | torch {meta['torch']} | commit {meta['commit']} | threads {meta['threads']}")
     # Other work on the machine skews every timing (OpenMP threads wait for a busy core): say so.
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
@@ -488,6 +497,11 @@ def main(argv=None) -> int:
     if device.type == "cpu":
         notes.append("others: the share of the machine's busy CPU time that other processes took while a row was "
                      "timed; above a few percent the CPU timings of that row are suspect")
+    if device.type == "cpu":
+        notes.append("allocator: " + ("freed memory retained in glibc's heap (--allocator retain): outputs are "
+                                      "not freshly page-faulted on every call" if allocator == "retain" else
+                                      "the C library's defaults: large outputs may be mapped and page-faulted "
+                                      "afresh on every call"))
     if args.no_compile:
         notes.append("compile: skipped everywhere (--no-compile)")
     elif skipped := sum(not c.compile for c in cases):

@@ -109,6 +109,40 @@ def copy_bandwidth_gbps(device: torch.device, nbytes: int | None = None, repeats
 OTHERS_WARN = 0.05  # share of the CPU time taken by other processes that makes a CPU timing suspect
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def retain_freed_memory(largest_bytes: int) -> bool:
+    """Make glibc serve blocks up to ``largest_bytes`` from its heap and never give freed
+    memory back to the system; returns False where the C library is not glibc.
+
+    By default glibc maps each block of over 128 KiB-32 MiB afresh and unmaps it on free,
+    so every call that allocates a 16 MiB output also pays for thousands of page faults
+    (each one a zeroed 4 KiB page) and the unmapping. Which calls pay depends on what the
+    implementation timed before them freed: timed in alternation, one implementation's
+    figures move with another's allocations. A training process in its steady state
+    reuses its heap instead, and so do jemalloc and tcmalloc (PyTorch's CPU tuning guide
+    recommends them). This is set for every implementation alike, once, before timing.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    # mallopt returns 1 on success and refuses thresholds over its maximum.
+    threshold = min(max(largest_bytes, 128 << 10), (1 << 31) - 1)
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+
+
 def load_notes(device: torch.device) -> list[str]:
     """A warning when the load average already exceeds half the cores as a CPU run starts."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
