@@ -523,6 +523,22 @@ def test_stream_workers_shut_down(photo_tree):
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_stream_on_cuda_matches_cpu(photo_tree):
+    """Pinned uint8 upload, then jitter and normalization on the GPU: the same batches as on the CPU."""
+    ds = _photo_dataset(photo_tree)
+    kw = dict(batch_size=6, colour_jitter=0.4, seed=2, rank=0, world_size=1, workers=2,
+              memory_format="channels_last")
+    with StreamLoader(ds, **kw) as cpu_loader, StreamLoader(ds, device="cuda", **kw) as gpu_loader:
+        cpu, gpu = _collect(cpu_loader), _collect(gpu_loader)
+    assert len(cpu) == len(gpu) == 3
+    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+        assert xg.device.type == "cuda" and yg.device.type == "cuda"
+        assert xg.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(yc, yg.cpu())
+        torch.testing.assert_close(xc, xg.cpu(), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(batch_size=0), "batch_size must be an int >= 1"),
     (dict(batch_size=4, shuffle=1), "shuffle must be a bool"),

@@ -80,7 +80,8 @@ class FileDataset:
         paths = self.paths
         if isinstance(paths, np.ndarray):
             if paths.dtype.kind != "U" or paths.ndim != 1:
-                raise ValueError(f"{self.name}: paths must be a 1-d numpy array of str, got {paths.dtype} {paths.shape}")
+                raise ValueError(f"{self.name}: paths must be a 1-d numpy array of str, "
+                                 f"got {paths.dtype} {paths.shape}")
         elif isinstance(paths, (tuple, list)):
             if not all(isinstance(p, (str, os.PathLike)) for p in paths):
                 raise ValueError(f"{self.name}: paths must be strings or path-likes")
@@ -279,13 +280,15 @@ class _Plan:
 
 
 def _apply_jitter(x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-    """x float [B, 3, H, W] in [0, 1]; per image three steps x <- clamp(a x + b gray + c mean(gray), 0, 1)."""
-    weights = torch.tensor([0.2989, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    """x float [B, 3, H, W] in [0, 1] (modified in place); per image three steps
+    x <- clamp(a x + b gray(x) + c mean(gray(x)), 0, 1), (a, b, c) = coefficients[:, step]."""
+    w_r, w_g, w_b = 0.2989, 0.587, 0.114  # torchvision's rgb_to_grayscale
     for step in range(coefficients.shape[1]):
         a, b, c = (coefficients[:, step, k].to(x.dtype).view(-1, 1, 1, 1) for k in range(3))
-        gray = (x * weights).sum(dim=1, keepdim=True)
+        gray = (x[:, 0:1] * w_r).add_(x[:, 1:2], alpha=w_g).add_(x[:, 2:3], alpha=w_b)
         mean = gray.mean(dim=(2, 3), keepdim=True)
-        x = (x * a).add_(gray * b).add_(mean * c).clamp_(0.0, 1.0)
+        shift = gray.mul_(b).add_(mean.mul_(c))  # [B, 1, H, W]: a third of the image's size
+        x.mul_(a).add_(shift).clamp_(0.0, 1.0)
     return x
 
 
