@@ -31,7 +31,7 @@ import torch
 from pynas.data.augment import Augmentation, channel_stats_tensor, normalize
 from pynas.training import distributed
 
-__all__ = ["DeviceDataset", "DeviceLoader", "split", "stratified_indices"]
+__all__ = ["DeviceDataset", "DeviceLoader", "fraction_subset", "split", "stratified_indices"]
 
 _MASK63 = (1 << 63) - 1
 
@@ -52,17 +52,17 @@ def _mix_seed(*parts: int) -> int:
     return state & _MASK63
 
 
-def _check_shard(rank: object, world_size: object) -> tuple[int, int]:
+def _check_shard(rank: object, world_size: object, *, what: str = "DeviceLoader") -> tuple[int, int]:
     """(rank, world_size) given, or this process's place in the process group when both are None."""
     if rank is None and world_size is None:
         return distributed.world()
     if rank is None or world_size is None:
-        raise ValueError(f"DeviceLoader: give both rank and world_size, or neither (the process group's); "
+        raise ValueError(f"{what}: give both rank and world_size, or neither (the process group's); "
                          f"got rank={rank!r}, world_size={world_size!r}")
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"DeviceLoader: world_size must be an int >= 1, got {world_size!r}")
+        raise ValueError(f"{what}: world_size must be an int >= 1, got {world_size!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ValueError(f"DeviceLoader: rank must be an int in 0..{world_size - 1}, got {rank!r}")
+        raise ValueError(f"{what}: rank must be an int in 0..{world_size - 1}, got {rank!r}")
     return rank, world_size
 
 
@@ -194,23 +194,60 @@ def stratified_indices(labels: torch.Tensor, count: int, *, seed: int) -> torch.
     return torch.sort(torch.cat(chosen)).values if chosen else torch.empty(0, dtype=torch.int64)
 
 
+def _per_class_orders(labels: torch.Tensor, *, seed: int, tag: int) -> list[tuple[int, torch.Tensor]]:
+    """(class, its members' indices in a seeded random order) for every class present, classes ascending.
+
+    Each class's order comes from its own generator (seed, tag, class), so it
+    depends only on that class's members: the same images are picked for a
+    class whatever the other classes hold. One sort instead of a scan per
+    class: ImageNet's 1000 classes of 1.28M labels take milliseconds.
+    """
+    labels = labels.cpu()
+    grouped = torch.argsort(labels, stable=True)  # each class's members in dataset order
+    classes, counts = torch.unique_consecutive(labels[grouped], return_counts=True)
+    return [(cls, members[torch.randperm(members.numel(), generator=_generator(seed, tag, cls))])
+            for cls, members in zip(classes.tolist(), grouped.split(counts.tolist()))]
+
+
+def _class_name(dataset, cls: int) -> str:
+    classes = getattr(dataset, "classes", ())
+    return repr(classes[cls]) if 0 <= cls < len(classes) else str(cls)
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def _check_split_dataset(dataset: object, what: str) -> None:
+    from pynas.data.stream import FileDataset  # stream builds on this module
+
+    if not isinstance(dataset, (DeviceDataset, FileDataset)):
+        raise ValueError(f"{what}: dataset must be a DeviceDataset or a FileDataset, got {type(dataset).__name__}")
+
+
 def split(
-    dataset: DeviceDataset,
+    dataset,
     *,
     valid_fraction: float | None = None,
+    valid_per_class: int | None = None,
     indices: tuple[Sequence[int] | torch.Tensor, Sequence[int] | torch.Tensor] | None = None,
     seed: int = 0,
-) -> tuple[DeviceDataset, DeviceDataset]:
-    """Carve (train, valid) out of `dataset`.
+):
+    """Carve (train, valid) out of `dataset` (a DeviceDataset or a FileDataset; both parts are the same kind).
 
-    Either `valid_fraction` (a seeded, class-stratified valid part; train is
-    the rest) or `indices=(train_indices, valid_indices)` (disjoint lists, as
-    published splits such as NAS-Bench-201's come). Both parts keep the
-    dataset's normalization stats, so valid is normalized like train.
+    Exactly one of: `valid_fraction` (a seeded, class-stratified valid part;
+    train is the rest), `valid_per_class` (exactly that many seeded images of
+    every class held out, as SPOS holds out 50 ImageNet training images per
+    class for its search; a class needs more than that many) or
+    `indices=(train_indices, valid_indices)` (disjoint lists, as published
+    splits such as NAS-Bench-201's come). Both parts keep the dataset's
+    normalization stats, so valid is normalized like train.
     """
+    _check_split_dataset(dataset, "split")
     _check_seed(seed, "split")
-    if (valid_fraction is None) == (indices is None):
-        raise ValueError("split: give exactly one of valid_fraction or indices=(train_indices, valid_indices)")
+    if sum(option is not None for option in (valid_fraction, valid_per_class, indices)) != 1:
+        raise ValueError("split: give exactly one of valid_fraction, valid_per_class or "
+                         "indices=(train_indices, valid_indices)")
     n = len(dataset)
     if indices is not None:
         if not isinstance(indices, (tuple, list)) or len(indices) != 2:
@@ -220,15 +257,64 @@ def split(
         if torch.isin(train_index, valid_index).any():
             raise ValueError("split: train and valid indices overlap")
     else:
-        is_number = isinstance(valid_fraction, (int, float)) and not isinstance(valid_fraction, bool)
-        if not is_number or not 0.0 < valid_fraction < 1.0:
-            raise ValueError(f"split: valid_fraction must be in (0, 1), got {valid_fraction!r}")
-        valid_index = stratified_indices(dataset.labels, round(valid_fraction * n), seed=seed)
+        if valid_per_class is not None:
+            if isinstance(valid_per_class, bool) or not isinstance(valid_per_class, int) or valid_per_class < 1:
+                raise ValueError(f"split: valid_per_class must be an int >= 1, got {valid_per_class!r}")
+            held_out = []
+            for cls, members in _per_class_orders(dataset.labels, seed=seed, tag=0x5750):
+                if members.numel() <= valid_per_class:
+                    raise ValueError(
+                        f"split: valid_per_class={valid_per_class} but class {_class_name(dataset, cls)} has "
+                        f"{members.numel()} images; train would keep none of it"
+                    )
+                held_out.append(members[:valid_per_class])
+            valid_index = torch.sort(torch.cat(held_out)).values if held_out else torch.empty(0, dtype=torch.int64)
+        else:
+            is_number = isinstance(valid_fraction, (int, float)) and not isinstance(valid_fraction, bool)
+            if not is_number or not 0.0 < valid_fraction < 1.0:
+                raise ValueError(f"split: valid_fraction must be in (0, 1), got {valid_fraction!r}")
+            valid_index = stratified_indices(dataset.labels, round(valid_fraction * n), seed=seed)
         keep = torch.ones(n, dtype=torch.bool)
         keep[valid_index] = False
         train_index = torch.nonzero(keep).flatten()
     return (dataset.subset(train_index, name=f"{dataset.name}/train"),
             dataset.subset(valid_index, name=f"{dataset.name}/valid"))
+
+
+def fraction_subset(dataset, fraction: float, *, seed: int, offset: float = 0.0, name: str | None = None):
+    """A class-balanced, seeded part of `dataset`: each class keeps round(fraction x its count), at least 1.
+
+    As PC-DARTS searches on ImageNet with 10% of the training images for the
+    weights and 2.5% for the architecture. `offset` skips that fraction of
+    each class first, in the same seeded per-class order, so parts drawn with
+    one seed and offsets that do not overlap are disjoint:
+        weights = fraction_subset(train, 0.1, seed=s)
+        arch = fraction_subset(train, 0.025, seed=s, offset=0.1)   # disjoint from weights
+    and with one seed a smaller fraction is contained in a larger one.
+    Rounding is half up. Works on a DeviceDataset and a FileDataset.
+    """
+    _check_split_dataset(dataset, "fraction_subset")
+    _check_seed(seed, "fraction_subset")
+    for what, value, low_open in (("fraction", fraction, True), ("offset", offset, False)):
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        inside = is_number and ((0.0 < value <= 1.0) if low_open else (0.0 <= value < 1.0))
+        if not inside:
+            expected = "(0, 1]" if low_open else "[0, 1)"
+            raise ValueError(f"fraction_subset: {what} must be a number in {expected}, got {value!r}")
+    chosen = []
+    for cls, members in _per_class_orders(dataset.labels, seed=seed, tag=0xF5AC):
+        count = members.numel()
+        # Exactly what fraction_subset(dataset, offset) takes, its at-least-one included.
+        skip = max(1, _round_half_up(offset * count)) if offset > 0 else 0
+        take = max(1, _round_half_up(fraction * count))
+        if skip + take > count:
+            raise ValueError(
+                f"fraction_subset: class {_class_name(dataset, cls)} has {count} images; offset {offset} skips "
+                f"{skip} and fraction {fraction} takes {take}, more than it has"
+            )
+        chosen.append(members[skip:skip + take])
+    index = torch.sort(torch.cat(chosen)).values if chosen else torch.empty(0, dtype=torch.int64)
+    return dataset.subset(index, name=name)
 
 
 # How batches are laid out: as the augmentation makes them ("preserve": contiguous NCHW) or
