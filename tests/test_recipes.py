@@ -8,6 +8,7 @@ table are the ones in its YAML files.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
@@ -18,6 +19,7 @@ import yaml
 
 from pynas.algorithms import ALGORITHMS, create_algorithm
 from pynas.config import CONFIG_DIR, load_yaml
+from pynas.data.options import DataOptions, data_options
 from pynas.search import SAMPLERS, STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +28,7 @@ DOCS = ROOT / "docs" / "recipes"
 METHODS = ("spos", "fairnas", "greedynas", "dsnas", "pc-darts")
 
 #: sub-keys of the ``data:`` mapping
-DATA_KEYS = {"root", "train_fraction", "val_fraction", "valid_per_class", "loader", "workers", "colour_jitter",
-             "strict"}
+DATA_KEYS = {f.name for f in dataclasses.fields(DataOptions)}
 #: keys of a retraining configuration (``pynas train --config``)
 TRAIN_KEYS = {"dataset", "data", "epochs", "batch_size", "lr", "lr_min", "momentum", "nesterov", "weight_decay",
               "no_wd_bn_bias", "label_smoothing", "lr_schedule", "warmup_epochs", "grad_clip", "auxiliary_weight",
@@ -152,6 +153,7 @@ def test_search_recipe_keys(method):
     assert config["algo"] == method
     assert isinstance(config["data"], dict), "data must be a mapping"
     assert set(config["data"]) <= DATA_KEYS, f"{method}: unknown data keys {sorted(set(config['data']) - DATA_KEYS)}"
+    data_options(config["data"])  # the values pass the run's own checks
 
 
 @pytest.mark.parametrize("method", METHODS)
