@@ -275,6 +275,28 @@ def test_search_then_train_the_found_path(tmp_path, capsys):
     assert again["resumed"] and again["epochs"] == result["epochs"]
 
 
+def test_cell_training_takes_the_new_options_too(tmp_path):
+    from pynas.spaces.genotypes import NB201Genotype
+
+    data = _image_folder(tmp_path / "images")
+    NB201Genotype.from_arch_str("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|"
+                                "nor_conv_3x3~2|").save(tmp_path / "genotype.json")
+    args = ["train", "--genotype", str(tmp_path / "genotype.json"), "--dataset", "imagefolder", "--data", str(data),
+            "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--no-progress", "--set", "C=4",
+            "--set", "layers=1", "--set", "max_steps_per_epoch=2"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--set", "label_smoothing=0.1", "--set", "no_wd_bn_bias=true",
+                 "--set", "lr_schedule=linear", "--set", "warmup_epochs=1"]) == 0
+    result = json.loads((tmp_path / "a" / "train_result.json").read_text())
+    assert result["protocol"] == "nas-bench-201" and len(result["epochs"]) == 2
+    assert [e["lr"] for e in result["epochs"]] == pytest.approx([0.1, 0.0])  # warmup to 0.1, then linear to 0
+    groups = torch.load(tmp_path / "a" / "train_checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [5e-4, 0.0]
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0  # the NB201 protocol as it was: cosine, one group
+    plain = json.loads((tmp_path / "b" / "train_result.json").read_text())
+    assert [e["lr"] for e in plain["epochs"]] == pytest.approx([0.1, 0.05])
+    assert len(torch.load(tmp_path / "b" / "train_checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]) == 1
+
+
 def test_channels_last_training_matches_nchw(tmp_path):
     data = _image_folder(tmp_path / "images")
     file = _write_path(tmp_path, _macro_record(data))
@@ -518,6 +540,15 @@ def test_resume_with_another_world_size_is_refused(ddp_runs):
     train, test = _loaders(B)
     with pytest.raises(ValueError, match=r"written by a run of 2 process\(es\), this one has 1.*--nproc_per_node=2"):
         train_network(_Plain(), train_loader=train, test_loader=test, out_dir=tmp / "plain", **TRAIN)
+
+
+def test_a_checkpoint_of_another_network_is_refused(tmp_path):
+    train, test = _loaders(8)
+    train_network(_Plain(), train_loader=train, test_loader=test, out_dir=tmp_path, epochs=1, lr=0.1,
+                  weight_decay=0.0, max_steps_per_epoch=1, progress=False)
+    with pytest.raises(ValueError, match="holds another network or optimizer than this run's"):
+        train_network(_WithBN(), train_loader=train, test_loader=test, out_dir=tmp_path, epochs=2, lr=0.1,
+                      weight_decay=0.0, max_steps_per_epoch=1, progress=False)
 
 
 @needs_gloo

@@ -259,8 +259,12 @@ def train_network(
             raise ValueError(f"{ckpt} was written by a run of {saved_world} process(es), this one has {world}: "
                              f"the global batch and the per-rank random streams would differ, so resuming would "
                              f"not reproduce the run; relaunch with --nproc_per_node={saved_world}")
-        network.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            network.load_state_dict(state["network"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{ckpt} holds another network or optimizer than this run's (train it in another "
+                             f"output dir): {str(err).splitlines()[0]}") from None
         scaler.load_state_dict(state["scaler"])
         train_loader.load_state_dict(state["train_loader"])
         set_rng_state(state["rng_per_rank"][rank] if "rng_per_rank" in state else state["rng"])
