@@ -55,7 +55,7 @@ import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, List, Optional, Union
 
 import numpy as np
 import torch
@@ -348,8 +348,8 @@ def train_network(
         test = evaluate(network, test_loader, amp=amp)
         train_sums = _sum_over_ranks(loss_sum, correct, count)
         epoch += 1
-        record = {"epoch": epoch, "lr": lr_at(step - 1, **schedule), "train_loss": train_sums[0] / max(train_sums[2], 1),
-                  "train_accuracy": 100.0 * train_sums[1] / max(train_sums[2], 1), "test_loss": test["loss"],
+        record = {"epoch": epoch, "lr": lr_at(step - 1, **schedule),
+                  "train_loss": train_sums[0] / max(train_sums[2], 1), "train_accuracy": 100.0 * train_sums[1] / max(train_sums[2], 1), "test_loss": test["loss"],
                   "test_accuracy": test["accuracy"], "seconds": seconds}
         history.append(record)
         if log is not None:
