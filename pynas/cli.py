@@ -2,6 +2,8 @@
 
     pynas search --space darts --algo pc-darts --dataset cifar10 --data DIR --out RUN_DIR [--set key=value ...]
     pynas train --genotype RUN_DIR/genotype.json --dataset cifar10 --out TRAIN_DIR [--epochs N ...]
+    pynas train --path RUN_DIR/path.json --out TRAIN_DIR [--set key=value ...]
+    torchrun --nproc_per_node=N -m pynas.cli train --path RUN_DIR/path.json --out TRAIN_DIR
     pynas rank --space nasbench-macro --algo spos --dataset cifar10 --data DIR --archs 100 --out RUN_DIR [...]
     pynas rank --tabular --space nas-bench-201-path --strategy regularized-evolution --budget 100 --seeds 100 --out DIR
     pynas demo [--out runs/demo]
@@ -42,9 +44,12 @@ def _search_parser(sub) -> None:
 
 
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a found genotype stand-alone")
-    p.add_argument("--genotype", type=Path, required=True, help="genotype.json from a search run")
-    p.add_argument("--dataset")
+    p = sub.add_parser("train", help="train a found cell (--genotype) or single path (--path) stand-alone; "
+                                     "data-parallel under torchrun")
+    p.add_argument("--genotype", type=Path, help="genotype.json from a cell search run")
+    p.add_argument("--path", type=Path, dest="path_file",
+                   help="path.json from a single-path search run (exactly one of --genotype, --path)")
+    p.add_argument("--dataset", help="default: cifar10 for a genotype, the search's dataset for a path")
     p.add_argument("--data")
     p.add_argument("--subset", type=int)
     p.add_argument("--test-subset", type=int, dest="test_subset")
@@ -54,7 +59,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--amp", choices=["none", "bf16", "fp16"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a protocol setting, e.g. --set C=16 --set layers=8")
+                   help="override a protocol setting, e.g. --set C=16 --set layers=8, --set label_smoothing=0.1, "
+                        "--set lr_schedule=linear, --set memory_format=channels_last, --set compile=true")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--no-progress", action="store_true")
 
@@ -210,13 +216,22 @@ def _dispatch(args, rest, parser) -> int:
         print(f"run dir: {args.out}")
         return 0
     if args.command == "train":
+        if (args.genotype is None) == (args.path_file is None):
+            raise ValueError("give exactly one of --genotype (a cell's genotype.json) and --path (a single "
+                             "path's path.json)" + (", not both" if args.genotype is not None else ""))
         from pynas.commands.train import run_train
+        from pynas.training import distributed
 
         config = apply_sets(_flags(args, ["dataset", "data", "subset", "test_subset", "epochs", "batch_size",
                                           "device", "seed", "amp"]), args.set)
-        result = run_train(config, genotype_path=args.genotype, out_dir=args.out, progress=not args.no_progress)
-        print(f"test accuracy: {result['test_accuracy']:.2f}% after {len(result['epochs'])} epochs "
-              f"({result['params'] / 1e6:.2f}M params, {result['train_seconds']:.1f} s)")
+        result = run_train(config, genotype_path=args.genotype, path_file=args.path_file, out_dir=args.out,
+                           progress=not args.no_progress)
+        if distributed.is_main():
+            if "path" in result:
+                print(f"path: {result['path']} ({', '.join(result['ops'])}) of {result['space']}")
+            print(f"test accuracy: {result['test_accuracy']:.2f}% after {len(result['epochs'])} epochs "
+                  f"({result['params'] / 1e6:.2f}M params, {result['train_seconds']:.1f} s"
+                  + (f", {result['world_size']} processes" if result["world_size"] > 1 else "") + ")")
         return 0
     if args.command == "rank":
         from pynas.commands.rank import run_rank

@@ -9,7 +9,9 @@ Two phases in one run dir, both resumable after a kill:
    ``search_state.pt`` after every generation.
 
 Outputs: the resolved ``config.yaml``, ``path.json`` (the found path, its op
-names, params and FLOPs) and ``result.json``.
+names, params and FLOPs, and the space's resolved options: ``pynas train
+--path`` rebuilds the network from it, see :mod:`pynas.spaces.path_spec`) and
+``result.json``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from pynas.data import DeviceDataset, DeviceLoader, create_dataset, split
 from pynas.evaluation import evaluate_paths
 from pynas.spaces import SPACES, create_space
 from pynas.spaces.path_space import Constraint, PathSpace
+from pynas.spaces.path_spec import path_record as make_path_record
 from pynas.training.checkpoint import load_checkpoint, save_checkpoint
 from pynas.training import distributed
 from pynas.training.search import SearchRunner, write_json
@@ -166,15 +169,14 @@ def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True) -> dict:
                              **(cfg.get("search") or {}))
     search_phase_seconds = time.perf_counter() - t1
     best = tuple(int(v) for v in found.best_path)
-    path_record = {
-        "space": cfg["space"], "path": space.format(best), "choices": list(best), "ops": space.describe(best),
-        "params": space.params(best), "flops": space.flops(best), "supernet_accuracy": float(found.best_score),
-        "constraint": constraint.as_dict(),
-    }
+    # path.json (format 2): the path and the space's resolved options, enough for ``pynas train --path``.
+    path_record = make_path_record(space, best, dataset=cfg["dataset"],
+                                   data=None if cfg.get("data") is None else str(cfg["data"]),
+                                   supernet_accuracy=float(found.best_score), constraint=constraint.as_dict())
     if main:
         write_json(out_dir / "path.json", path_record)
     result = {
-        "space": cfg["space"], "algo": cfg["algo"], "dataset": cfg["dataset"], **path_record,
+        **path_record, "space": cfg["space"], "algo": cfg["algo"], "dataset": cfg["dataset"],
         "train_seconds": outcome["search_seconds"], "search_phase_seconds": search_phase_seconds,
         "data_seconds": data.seconds, "evaluations": int(getattr(found, "evaluations", 0)),
         "epochs": outcome["history"], "resumed": resumed, "device": str(device), "evaluation": evaluation,
