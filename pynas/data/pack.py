@@ -292,6 +292,12 @@ def pack(
                 pynas_version=__version__, created=datetime.datetime.now(datetime.timezone.utc)
                 .isoformat(timespec="seconds"),
             )
+    except BaseException:
+        if pool is not None:
+            pool.terminate()  # not close(): the workers would first decode every chunk already queued
+            pool.join()
+            pool = None
+        raise
     finally:
         if pool is not None:
             pool.close()

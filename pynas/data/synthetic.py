@@ -268,9 +268,9 @@ def generate_imagenet_like(
                     dest = out / split / name / f"ILSVRC2012_val_{val_number:08d}.JPEG"
                 tasks.append(_Task(files[order[(block * per_class_count + i) % len(files)]], str(dest), width,
                                    height, str(modes[k * per_class_count + i]), (seed, code, k, i), float(grain)))
-        used = min(len(f) for f in src_files)
-        written[split] = dict(source=str(source_dirs[split]), source_classes=src_classes,
-                              reuses_photographs=classes * per_class_count > n_src * used,
+        # A photograph is used twice when a source class has fewer files than its classes here take.
+        reuses = any(len(range(c, classes, n_src)) * per_class_count > len(src_files[c]) for c in range(n_src))
+        written[split] = dict(source=str(source_dirs[split]), source_classes=src_classes, reuses_photographs=reuses,
                               images=total, grayscale=grayscale, cmyk=cmyk)
 
     sizes = _run(tasks, workers, progress)
