@@ -7,7 +7,9 @@
     pynas rank --space nasbench-macro --algo spos --dataset cifar10 --data DIR --archs 100 --out RUN_DIR [...]
     pynas rank --tabular --space nas-bench-201-path --strategy regularized-evolution --budget 100 --seeds 100 --out DIR
     pynas demo [--out runs/demo]
-    pynas bench ops|supernet|paths [...]
+    pynas bench ops|supernet|paths|imagenet [...]
+    pynas data imagenet-like --out DIR --classes 10 --train-per-class N --val-per-class M [...]
+    pynas data pack DIR --size 64 --out OUT [--splits train,val] [--workers N] [--strict]
     pynas info
 """
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 
 _PLANNED: dict = {}
 # ``pynas bench <suite> [...]``: the module whose main(argv) runs it (also ``python -m bench.<suite>``).
-_BENCHES = {"ops": "pynas.perf.ops", "supernet": "pynas.perf.supernet", "paths": "pynas.perf.paths"}
+_BENCHES = {"ops": "pynas.perf.ops", "supernet": "pynas.perf.supernet", "paths": "pynas.perf.paths",
+            "imagenet": "pynas.perf.imagenet"}
 
 
 def _search_parser(sub) -> None:
@@ -110,6 +113,66 @@ def _rank_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Usage errors of this parser as one line (``prog: error: message``) and exit status 2."""
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: error: {message}\n")  # type: ignore[method-assign]
+    return parser
+
+
+def _data_parser(sub) -> None:
+    data = _one_line_errors(sub.add_parser("data", help="make and pack image folders (ImageNet-like data)"))
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{imagenet-like,pack}")
+    gen = _one_line_errors(data_sub.add_parser(
+        "imagenet-like", help="write an ImageNet-like JPEG folder made from real photographs (CIFAR-10 upscaled)"))
+    gen.add_argument("--out", type=Path, required=True, help="folder to write train/ and val/ into")
+    gen.add_argument("--classes", type=int, default=10)
+    gen.add_argument("--train-per-class", type=int, default=100, dest="train_per_class")
+    gen.add_argument("--val-per-class", type=int, default=20, dest="val_per_class")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--source", type=Path, help="ImageFolder of photographs with train/ and val/ or test/ "
+                                                  "(default: cifar10 in the data folder)")
+    gen.add_argument("--grain", type=float, help="std of the Gaussian grain in levels (default 20; 0: none)")
+    gen.add_argument("--grayscale", type=int, default=0, help="grayscale JPEGs per split")
+    gen.add_argument("--cmyk", type=int, default=0, help="CMYK JPEGs per split")
+    gen.add_argument("--corrupt", type=int, default=0, help="undecodable .JPEG files added to train/")
+    gen.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    pk = _one_line_errors(data_sub.add_parser(
+        "pack", help="decode an image folder into fixed-size uint8 arrays (create_dataset('packed', root=OUT))"))
+    pk.add_argument("dir", type=Path, help="folder of <split>/<class>/<image>")
+    pk.add_argument("--size", required=True, help="side of the packed square images (>= 8), e.g. 64")
+    pk.add_argument("--out", type=Path, required=True)
+    pk.add_argument("--splits", help="comma-separated split folders (default: train,val where present)")
+    pk.add_argument("--workers", type=int, default=1, help="decoding processes (default 1)")
+    pk.add_argument("--strict", action="store_true", help="an undecodable file is an error, not skipped")
+
+
+def _run_data(args) -> int:
+    if args.data_command == "imagenet-like":
+        from pynas.data.synthetic import DEFAULT_GRAIN, generate_imagenet_like
+
+        manifest = generate_imagenet_like(
+            args.out, classes=args.classes, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
+            seed=args.seed, source=args.source, grain=DEFAULT_GRAIN if args.grain is None else args.grain,
+            grayscale=args.grayscale, cmyk=args.cmyk, corrupt=args.corrupt, workers=args.workers, progress=True)
+        for split, info in manifest["splits"].items():
+            print(f"{split}: {info['images']} images, mean {info['mean_width']:.0f}x{info['mean_height']:.0f} px, "
+                  f"{info['mean_bytes'] / 1e3:.1f} KB ({info['bytes_per_pixel']:.2f} bytes/pixel)")
+        if manifest["corrupt"]:
+            print(f"corrupt: {len(manifest['corrupt'])} files in train/")
+        print(f"wrote {args.out}")
+        return 0
+    from pynas.data.pack import pack, parse_size
+
+    metas = pack(args.dir, size=parse_size(args.size), out=args.out, splits=args.splits, workers=args.workers,
+                 strict=args.strict, progress=True)
+    for split, meta in metas.items():
+        skipped = f", {len(meta['skipped'])} undecodable files skipped (listed in meta.json)" if meta["skipped"] else ""
+        print(f"{split}: {meta['count']} images of {meta['size']}x{meta['size']}, {len(meta['classes'])} classes"
+              + skipped)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _rank_config(args: argparse.Namespace) -> dict:
     from pynas.config import apply_sets, load_yaml
 
@@ -180,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="microbenchmarks", add_help=False)
     bench.add_argument("suite", choices=list(_BENCHES), help="which benchmark suite")
     sub.add_parser("info", help="print the build information")
+    _data_parser(sub)
     for name, what in _PLANNED.items():
         sub.add_parser(name, help=f"{what} (not implemented yet)", add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -248,6 +312,8 @@ def _dispatch(args, rest, parser) -> int:
         import importlib
 
         return importlib.import_module(_BENCHES[args.suite]).main(rest)
+    if args.command == "data":
+        return _run_data(args)
     if args.command == "info":
         import pynas
 

@@ -519,3 +519,21 @@ def create_dataset(
         images=images.to(device), labels=labels.to(device), classes=decoded.classes,
         mean=mean, std=std, augmentation=augmentation, name=f"{name}/{split}",
     )
+
+
+# --- packed: fixed-size uint8 arrays written by `pynas data pack` (pynas.data.pack) --------------
+
+def _packed(root: Path | None, split: str, cache: bool):
+    """``root/<split>`` of a pack: a zero-copy view of its images, the train images' stats, CIFAR's recipe
+    scaled to the size (crop padding size // 8, flip)."""
+    from pynas.data.pack import load_packed
+
+    if root is None:
+        raise ValueError("create_dataset('packed'): root is required (the --out folder of 'pynas data pack')")
+    images, labels, meta = load_packed(root, split)
+    decoded = DecodedImages(images, labels, tuple(meta["classes"]))
+    augmentation = Augmentation(crop_padding=max(1, meta["size"] // 8), flip=True)
+    return decoded, tuple(meta["mean"]), tuple(meta["std"]), augmentation
+
+
+_DATASETS["packed"] = (_packed, ("train", "val", "valid", "test"))
