@@ -331,7 +331,7 @@ def test_real_nb201_split_file():
 
 
 def test_create_dataset_argument_errors(tmp_path):
-    known = "cifar10, fashion-mnist, imagefolder, imagenet, nb201-cifar10"
+    known = "cifar10, fashion-mnist, imagefolder, imagenet, nb201-cifar10, packed"
     with pytest.raises(ValueError, match=rf"unknown dataset 'cifar100'; known: {known}"):
         create_dataset("cifar100")
     with pytest.raises(ValueError, match=r"split must be one of 'train', 'test', got 'valid'"):
@@ -342,7 +342,7 @@ def test_create_dataset_argument_errors(tmp_path):
         create_dataset("cifar10", seed=-1)
     with pytest.raises(TypeError):
         create_dataset("cifar10", None)  # keyword-only
-    assert data.list_datasets() == ["cifar10", "fashion-mnist", "imagefolder", "imagenet", "nb201-cifar10"]
+    assert data.list_datasets() == ["cifar10", "fashion-mnist", "imagefolder", "imagenet", "nb201-cifar10", "packed"]
 
 
 # --- augmentation ----------------------------------------------------------------------------
