@@ -52,8 +52,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--genotype", type=Path, help="genotype.json from a cell search run")
     p.add_argument("--path", type=Path, dest="path_file",
                    help="path.json from a single-path search run (exactly one of --genotype, --path)")
+    p.add_argument("--config", type=Path, help="YAML of train settings (e.g. pynas/configs/recipes/*-train.yaml); "
+                                               "flags and --set override it")
     p.add_argument("--dataset", help="default: cifar10 for a genotype, the search's dataset for a path")
-    p.add_argument("--data")
+    p.add_argument("--data", help="dataset root (sets data.root)")
     p.add_argument("--subset", type=int)
     p.add_argument("--test-subset", type=int, dest="test_subset")
     p.add_argument("--epochs", type=int)
@@ -177,9 +179,12 @@ def _rank_config(args: argparse.Namespace) -> dict:
     from pynas.config import apply_sets, load_yaml
 
     config = load_yaml(args.config) if args.config else {}
-    config.update(_flags(args, ["tabular", "space", "benchmark", "gt_dataset", "algo", "dataset", "data", "subset",
+    config.update(_flags(args, ["tabular", "space", "benchmark", "gt_dataset", "algo", "dataset", "subset",
                                 "eval_every", "checkpoint", "epochs", "batch_size", "max_steps_per_epoch",
                                 "augment", "cell_topology", "device", "amp", "seed"]))
+    from pynas.data.options import with_root
+
+    config["data"] = with_root(config.get("data"), args.data)
     if args.archs is not None:
         archs = args.archs.strip()
         if archs != "all" and not archs.isdigit():
@@ -262,9 +267,12 @@ def _dispatch(args, rest, parser) -> int:
     if args.command == "search":
         from pynas.commands.search import run_search
 
+        from pynas.data.options import with_root
+
         config = load_yaml(args.config) if args.config else {}
-        config.update(_flags(args, ["space", "algo", "dataset", "data", "subset", "epochs", "batch_size", "device",
+        config.update(_flags(args, ["space", "algo", "dataset", "subset", "epochs", "batch_size", "device",
                                     "seed", "amp"]))
+        config["data"] = with_root(config.get("data"), args.data)  # --data DIR keeps the file's other data keys
         config = apply_sets(config, args.set)
         result = run_search(config, out_dir=args.out, progress=not args.no_progress)
         if "path" in result:  # single-path space
@@ -286,8 +294,14 @@ def _dispatch(args, rest, parser) -> int:
         from pynas.commands.train import run_train
         from pynas.training import distributed
 
-        config = apply_sets(_flags(args, ["dataset", "data", "subset", "test_subset", "epochs", "batch_size",
-                                          "device", "seed", "amp"]), args.set)
+        from pynas.data.options import with_root
+
+        config = load_yaml(args.config) if args.config else {}
+        config.update(_flags(args, ["dataset", "subset", "test_subset", "epochs", "batch_size", "device", "seed",
+                                    "amp"]))
+        if "data" in config or args.data is not None:
+            config["data"] = with_root(config.get("data"), args.data)
+        config = apply_sets(config, args.set)
         result = run_train(config, genotype_path=args.genotype, path_file=args.path_file, out_dir=args.out,
                            progress=not args.no_progress)
         if distributed.is_main():

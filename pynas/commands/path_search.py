@@ -24,7 +24,9 @@ from typing import Any, Tuple
 
 from pynas.algorithms import create_algorithm
 from pynas.config import save_yaml
-from pynas.data import DeviceDataset, DeviceLoader, create_dataset, split
+from pynas.data.options import data_options
+from pynas.data.run import RunData, load_run_data, write_split_record
+from pynas.data.stream import FileDataset, make_loader
 from pynas.evaluation import evaluate_paths
 from pynas.spaces import SPACES, create_space
 from pynas.spaces.path_space import Constraint, PathSpace
@@ -60,33 +62,17 @@ def _first_batches(loader, count):
     return batches
 
 
-@dataclass
-class PathData:
-    """The training images of a single-path run, split in two, and the loaders the runner trains with."""
-
-    data: DeviceDataset
-    train_part: DeviceDataset
-    valid_part: DeviceDataset
-    train_loader: DeviceLoader
-    valid_loader: DeviceLoader
-    seconds: float
+# The single-path runs and the ranking study use the same data as the cell searches.
+PathData = RunData
 
 
-def load_path_data(cfg: dict, *, device, augment_valid: bool = False) -> PathData:
-    """``cfg['dataset']`` split into weight-training and validation parts (``valid_fraction``, seeded),
-    the training loader (augmented when ``cfg['augment']``) and the validation loader paired with it
-    (augmented too when ``augment_valid``, as the cell-space search's architecture steps are)."""
-    t0 = time.perf_counter()
-    data = create_dataset(cfg["dataset"], root=cfg.get("data"), split="train", subset=cfg.get("subset"),
-                          seed=cfg["seed"], device=device)
-    train_part, valid_part = split(data, valid_fraction=cfg["valid_fraction"], seed=cfg["seed"])
-    batch = cfg["batch_size"]
-    fmt = cfg.get("memory_format", "preserve")
-    train_loader = DeviceLoader(train_part, batch_size=batch, augment=bool(cfg["augment"]), drop_last=True,
-                                seed=cfg["seed"], memory_format=fmt)
-    valid_loader = DeviceLoader(valid_part, batch_size=batch, augment=augment_valid and bool(cfg["augment"]),
-                                drop_last=True, seed=cfg["seed"] + 1, memory_format=fmt)
-    return PathData(data, train_part, valid_part, train_loader, valid_loader, time.perf_counter() - t0)
+def load_path_data(cfg: dict, *, device, augment_valid: bool = False) -> RunData:
+    """The run's training images cut in two and their loaders (:func:`pynas.data.run.load_run_data`),
+    from a resolved config."""
+    return load_run_data(cfg["dataset"], data_options(cfg.get("data")), device=device, seed=cfg["seed"],
+                         batch_size=cfg["batch_size"], valid_fraction=cfg["valid_fraction"],
+                         subset=cfg.get("subset"), augment=bool(cfg["augment"]), augment_valid=augment_valid,
+                         memory_format=cfg.get("memory_format", "preserve"))
 
 
 def build_path_algorithm(cfg: dict, data: PathData, *, device) -> Tuple[PathSpace, Constraint, Any]:
@@ -124,11 +110,20 @@ def evaluation_batches(cfg: dict, data: PathData, evaluation: dict) -> Tuple[lis
     """Fixed batches, read once: every candidate (and a resumed run) is scored on the same
     recalibration (training part, not augmented) and validation images."""
     batch = cfg["batch_size"]
-    recal = _first_batches(DeviceLoader(data.train_part, batch_size=batch, augment=False, drop_last=True,
-                                        seed=cfg["seed"] + 2), evaluation["recalibrate_batches"])
-    valid = _first_batches(DeviceLoader(data.valid_part, batch_size=batch, augment=False, drop_last=True,
-                                        seed=cfg["seed"] + 3), evaluation["eval_batches"])
-    return recal, valid
+    options = data_options(cfg.get("data"))
+    out = []
+    for part, seed, count in ((data.train_part, cfg["seed"] + 2, evaluation["recalibrate_batches"]),
+                              (data.valid_part, cfg["seed"] + 3, evaluation["eval_batches"])):
+        streamed = isinstance(part, FileDataset)
+        loader = make_loader(part, batch_size=batch, augment=False, drop_last=True, seed=seed,
+                             device=data.train_loader.device if streamed else None,
+                             **(dict(workers=options.workers, strict=options.strict) if streamed else {}))
+        try:
+            out.append(_first_batches(loader, count))
+        finally:
+            if streamed:
+                loader.close()
+    return out[0], out[1]
 
 
 def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True) -> dict:
@@ -142,6 +137,8 @@ def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True) -> dict:
     device = resolve_device(cfg["device"])
 
     data = load_path_data(cfg, device=device)
+    if main:
+        write_split_record(out_dir, data, data_options(cfg.get("data")), dataset=cfg["dataset"], seed=cfg["seed"])
     space, constraint, algorithm = build_path_algorithm(cfg, data, device=device)
     runner = SearchRunner(algorithm=algorithm, train_loader=data.train_loader, valid_loader=data.valid_loader,
                           out_dir=out_dir, checkpoint_every=cfg["checkpoint_every"],
@@ -149,6 +146,7 @@ def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True) -> dict:
     resumed = runner.resume()
     outcome = runner.run()
 
+    data.close()  # the training loaders' decoding processes are done
     evaluation = evaluation_options(cfg)
     recal_batches, eval_batches = evaluation_batches(cfg, data, evaluation)
 
@@ -171,7 +169,7 @@ def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True) -> dict:
     best = tuple(int(v) for v in found.best_path)
     # path.json (format 2): the path and the space's resolved options, enough for ``pynas train --path``.
     path_record = make_path_record(space, best, dataset=cfg["dataset"],
-                                   data=None if cfg.get("data") is None else str(cfg["data"]),
+                                   data=data_options(cfg.get("data")).root,
                                    supernet_accuracy=float(found.best_score), constraint=constraint.as_dict())
     if main:
         write_json(out_dir / "path.json", path_record)

@@ -20,13 +20,14 @@ import torch
 
 from pynas.algorithms import ALGORITHMS, create_algorithm
 from pynas.data.loader import MEMORY_FORMATS
+from pynas.data.options import data_options
+from pynas.data.run import load_run_data, write_split_record
 from pynas.config import CONFIG_DIR, load_yaml, merge, save_yaml
 from pynas.spaces import create_space
 from pynas.training import distributed
 from pynas.training.search import SearchRunner, write_json
 
 from .common import place_supernet, resolve_device, seed_everything
-from .path_search import load_path_data
 
 
 def default_config() -> dict:
@@ -37,6 +38,7 @@ def resolve(config: dict) -> dict:
     """Fill the algorithm's paper defaults for what the config leaves open."""
     cfg = merge(default_config(), config)
     check_pairing(cfg["space"], cfg["algo"])
+    cfg["data"] = data_options(cfg.get("data")).as_dict()  # checked here, before any work
     if cfg.get("memory_format") not in MEMORY_FORMATS:
         raise ValueError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {cfg.get('memory_format')!r}")
     defaults = getattr(ALGORITHMS.get(cfg["algo"]), "defaults", {})
@@ -88,7 +90,12 @@ def run_search(config: dict, *, out_dir: Path, progress: bool = True) -> dict:
     seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
 
-    loaded = load_path_data(cfg, device=device, augment_valid=True)
+    options = data_options(cfg.get("data"))
+    loaded = load_run_data(cfg["dataset"], options, device=device, seed=cfg["seed"], batch_size=cfg["batch_size"],
+                           valid_fraction=cfg["valid_fraction"], subset=cfg.get("subset"),
+                           augment=bool(cfg["augment"]), augment_valid=True, memory_format=cfg["memory_format"])
+    if main:
+        write_split_record(out_dir, loaded, options, dataset=cfg["dataset"], seed=cfg["seed"])
     data, train_loader, valid_loader = loaded.data, loaded.train_loader, loaded.valid_loader
     load_seconds = loaded.seconds
 
@@ -104,6 +111,7 @@ def run_search(config: dict, *, out_dir: Path, progress: bool = True) -> dict:
                           progress=progress)
     resumed = runner.resume()
     outcome = runner.run()
+    loaded.close()
     genotype = algorithm.genotype()
     if main:
         genotype.save(out_dir / "genotype.json")

@@ -20,6 +20,8 @@ from typing import Optional
 
 from pynas.config import merge, save_yaml
 from pynas.data import DeviceLoader, create_dataset
+from pynas.data.options import data_options, with_root
+from pynas.data.stream import FileDataset, make_loader
 from pynas.models import DartsNetworkCIFAR, NB201Network
 from pynas.spaces.genotypes import DartsGenotype, NB201Genotype, load_genotype
 from pynas.spaces.path_spec import load_path_spec
@@ -82,10 +84,11 @@ def run_train(config: dict, *, genotype_path: Optional[Path] = None, path_file: 
             if spec.dataset is None:
                 raise ValueError(f"{path_file} records no dataset; pass --dataset")
             cfg["dataset"] = spec.dataset
-            if config.get("data") is None:
-                cfg["data"] = spec.data
+            if data_options(cfg.get("data")).root is None and spec.data is not None:
+                cfg["data"] = with_root(cfg.get("data"), spec.data)
         cfg["path"] = str(path_file)
     cfg["protocol"] = protocol_name
+    cfg["data"] = data_options(cfg.get("data")).as_dict()  # checked here, before any work
     for key in ("space_options", "network_options"):
         if not isinstance(cfg[key], dict):
             raise ValueError(f"{key} must be a mapping, got {cfg[key]!r}")
@@ -103,10 +106,14 @@ def run_train(config: dict, *, genotype_path: Optional[Path] = None, path_file: 
         save_yaml(out_dir / "train_config.yaml", dict(cfg, world_size=world))
     seed_everything(cfg["seed"])
     fmt = cfg["memory_format"]
-    train = create_dataset(cfg["dataset"], root=cfg["data"], split="train", subset=cfg["subset"], seed=cfg["seed"],
-                           device=device)
-    test = create_dataset(cfg["dataset"], root=cfg["data"], split="test", subset=cfg["test_subset"],
-                          seed=cfg["seed"], device=device)
+    options = data_options(cfg["data"])
+    if options.train_fraction is not None or options.val_fraction is not None or options.valid_per_class is not None:
+        raise ValueError("data.train_fraction, data.val_fraction and data.valid_per_class cut a search's training "
+                         "set; retraining uses the whole training split (use subset to train on fewer images)")
+    train = create_dataset(cfg["dataset"], root=options.root, split="train", subset=cfg["subset"], seed=cfg["seed"],
+                           device=device, loader=options.loader)
+    test = create_dataset(cfg["dataset"], root=options.root, split="test", subset=cfg["test_subset"],
+                          seed=cfg["seed"], device=device, loader=options.loader)
     channels = train.image_shape[0]
     if spec is not None:
         space = spec.build_space(**cfg["space_options"])
@@ -116,14 +123,26 @@ def run_train(config: dict, *, genotype_path: Optional[Path] = None, path_file: 
             if want != have:
                 raise ValueError(f"the path's space has {key}={want} but dataset {cfg['dataset']!r} gives {have}; "
                                  f"use a matching dataset or --set space_options.{key}={have}")
-    augmentation = train.augmentation
-    if cfg["cutout"]:
-        augmentation = dataclasses.replace(augmentation, cutout=cfg["cutout"])
-    # Created inside the process group: each rank reads its shard of every global batch.
-    train_loader = DeviceLoader(train, batch_size=cfg["batch_size"], augment=augmentation, drop_last=True,
-                                seed=cfg["seed"], memory_format=fmt)
     eval_batch = _eval_batch(len(test), cfg["eval_batch_size"] or max(cfg["batch_size"], 256), world)
-    test_loader = DeviceLoader(test, batch_size=eval_batch, shuffle=False, memory_format=fmt)
+    # Created inside the process group: each rank reads its shard of every global batch.
+    if isinstance(train, FileDataset):
+        if cfg["cutout"]:
+            raise ValueError("cutout applies to device-resident datasets (CIFAR-style); set cutout=0 for "
+                             f"{cfg['dataset']!r}, which is streamed from files")
+        stream = dict(device=device, workers=options.workers, strict=options.strict, memory_format=fmt)
+        train_loader = make_loader(train, batch_size=cfg["batch_size"], augment=True, drop_last=True,
+                                   seed=cfg["seed"], colour_jitter=options.colour_jitter, **stream)
+        test_loader = make_loader(test, batch_size=eval_batch, shuffle=False, augment=False, **stream)
+    else:
+        if options.colour_jitter is not None or options.workers is not None or options.strict:
+            raise ValueError(f"data.colour_jitter, data.workers and data.strict concern streamed datasets; "
+                             f"{cfg['dataset']!r} was decoded onto the device (set data.loader=stream to stream it)")
+        augmentation = train.augmentation
+        if cfg["cutout"]:
+            augmentation = dataclasses.replace(augmentation, cutout=cfg["cutout"])
+        train_loader = DeviceLoader(train, batch_size=cfg["batch_size"], augment=augmentation, drop_last=True,
+                                    seed=cfg["seed"], memory_format=fmt)
+        test_loader = DeviceLoader(test, batch_size=eval_batch, shuffle=False, memory_format=fmt)
 
     if spec is not None:
         network = space.build_network(spec.choices, **cfg["network_options"])
@@ -142,8 +161,13 @@ def run_train(config: dict, *, genotype_path: Optional[Path] = None, path_file: 
         print(f"data parallel: {world} processes x batch {cfg['batch_size']} = global batch "
               f"{world * cfg['batch_size']} (the {protocol_name} protocol's lr {protocol['lr']} is for a global "
               f"batch of {protocol['batch_size']})", flush=True)
-    outcome = train_network(network, train_loader=train_loader, test_loader=test_loader, out_dir=out_dir,
-                            progress=progress, **{k: cfg[k] for k in _NETWORK_KEYS})
+    try:
+        outcome = train_network(network, train_loader=train_loader, test_loader=test_loader, out_dir=out_dir,
+                                progress=progress, **{k: cfg[k] for k in _NETWORK_KEYS})
+    finally:
+        for loader in (train_loader, test_loader):
+            if hasattr(loader, "close"):  # a StreamLoader's decoding processes
+                loader.close()
     result = {"protocol": protocol_name, "test_accuracy": outcome["test_accuracy"],
               "train_seconds": outcome["train_seconds"], "epochs": outcome["history"], "params": params,
               "dataset": cfg["dataset"], "world_size": world, "global_batch_size": world * cfg["batch_size"],
