@@ -178,7 +178,7 @@ def _run_path_search(cfg: dict, *, out_dir: Path, progress: bool, stop: StopSign
         signum = stop.should_stop()
         if signum:
             raise Preempted(signum, checkpoint=state_path,
-                            where=f"after search generation {strategy_state.get('generation', '?')}")
+                            where=f"after {strategy_state.get('generation', '?')} generation(s) of the path search")
 
     signum = stop.should_stop()  # a signal while the evaluation batches were read: training is saved
     if signum:
