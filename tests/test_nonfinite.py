@@ -250,3 +250,25 @@ def test_check_functions_on_a_plain_module():
     assert check_step(float("inf"), net, scaler=scaler) == "amp-skip"
     with pytest.raises(NonFiniteError, match=r"training loss \(inf\), gradient of 0\.weight"):
         check_step(float("inf"), net)
+
+
+def test_finite_check_collects_a_model_once_and_a_new_one_afresh():
+    from pynas.training.guard import FiniteCheck
+
+    check = FiniteCheck()
+    a = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    b = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    assert check.step(0.0, a) == "ok"
+    a[1].running_var[0] = float("nan")  # the same tensor objects: seen through the cache
+    with pytest.raises(NonFiniteError, match="batch-norm statistic 1.running_var"):
+        check.step(0.0, a)
+    b[0].bias.data[1] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"weight 0\.bias$"):  # another model: collected afresh
+        check.state(b)
+    a[1].running_var.fill_(1.0)
+    check.state(a)  # collected again (a differs from b)
+    a[1].running_var = torch.full((4,), float("nan"))  # a re-assigned buffer is a new tensor: the cache
+    check.state(a)  # still holds the old one (documented: call reset() after changing a module in place)
+    check.reset()
+    with pytest.raises(NonFiniteError, match="batch-norm statistic 1.running_var"):
+        check.state(a)

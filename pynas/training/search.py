@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .guard import Preempted, StopSignals, check_state, check_step
+from .guard import FiniteCheck, Preempted, StopSignals
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics_log import MetricsLog
 from .progress import Progress
@@ -91,6 +91,7 @@ class SearchRunner:
         self.on_epoch_end = on_epoch_end
         # SIGTERM/SIGINT handling for run()'s duration; a command holding one for longer passes it in.
         self.stop = stop if stop is not None else StopSignals()
+        self.finite = FiniteCheck()
         self.rank, self.world_size = distributed.world()
         self.main = self.rank == 0
         self.log = MetricsLog(self.out_dir / "metrics.jsonl",
@@ -222,11 +223,11 @@ class SearchRunner:
                 f"(global step {self.algorithm.global_step})")
 
     def _check_step(self, loss: float, where: str) -> None:
-        check_step(loss, self.algorithm.supernet, extra=self._arch_tensors(), scaler=self._scaler(),
-                   where=where)
+        self.finite.step(loss, self.algorithm.supernet, extra=self._arch_tensors(), scaler=self._scaler(),
+                         where=where)
 
     def _check_state(self, where: str) -> None:
-        check_state(self.algorithm.supernet, extra=self._arch_tensors(), where=where)
+        self.finite.state(self.algorithm.supernet, extra=self._arch_tensors(), where=where)
 
     def _stop_if_asked(self, where: str, *, saved: bool, start: Optional[float] = None) -> None:
         """At a step boundary: if a stop signal arrived (on any rank), save unless just saved, then raise."""
@@ -308,6 +309,7 @@ class SearchRunner:
                 # A capped or cut epoch leaves the loader mid-epoch: start the next one cleanly.
                 self.train_loader.set_epoch(self.train_loader.epoch + (1 if self.train_loader.position else 0))
             self.search_seconds += time.perf_counter() - start
+            self.finite.reset()  # once an epoch, the supernet's tensors are collected afresh (cheap insurance)
             self._end_epoch(epoch)
             self._stop_if_asked(f"after epoch {epoch + 1}/{algo.epochs} (global step {algo.global_step})", saved=True)
         return {"epochs": algo.epochs, "search_seconds": self.search_seconds, "history": self.history}
