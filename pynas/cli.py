@@ -203,7 +203,8 @@ def _say_once(line: str) -> None:
     from pynas.training import distributed
 
     if distributed.is_main():
-        print(line, file=sys.stderr, flush=True)
+        # On a terminal the progress line (or ^C) may be unfinished: start a fresh one.
+        print(("\n" if sys.stderr.isatty() else "") + line, file=sys.stderr, flush=True)
 
 
 def _dispatch(args, rest, parser) -> int:

@@ -354,3 +354,17 @@ def test_every_rank_stops_at_the_same_step_when_one_is_signalled(tmp_path):
         # A NaN on rank 1 only stops both ranks at that step.
         assert r["nan"]["step"] == 3, r["nan"]
     assert "gradient of" in r1["nan"]["message"] and "another rank" in r0["nan"]["message"]
+
+
+def test_a_signal_before_the_first_step_stops_without_writing(tmp_path):
+    """Stop requested while the run was starting (data loading, resume): nothing trained, nothing written."""
+    from test_distributed import _runner
+
+    algo, train, valid, runner = _runner(tmp_path / "run")
+    runner.stop.request(signal.SIGTERM)
+    with pytest.raises(Preempted) as info:
+        runner.run()
+    assert info.value.exit_code == 143 and not info.value.written and algo.global_step == 0
+    assert str(info.value) == ("SIGTERM received: stopped before the first step (epoch 1/2, global step 0), nothing "
+                               "saved yet; rerun the same command to resume")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
