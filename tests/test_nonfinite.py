@@ -15,7 +15,6 @@ for the rest of the rule.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +127,7 @@ def test_nonfinite_value_stops_the_search_and_keeps_the_last_checkpoint(images, 
     message = str(info.value)
     assert message.startswith("non-finite values at epoch 2/2, step 2/3 (global step 5): "), message
     assert named in message, message
+    assert message.endswith(f"; {run / 'checkpoint.pt'} (the last good checkpoint) was left as it was"), message
     assert snapshot["step"] == 4
     _assert_nothing_written(run, snapshot)
 
@@ -177,8 +177,8 @@ def test_cli_exits_1_with_one_line(images, tmp_path):
                           env=_env({"nan": "weight", "step": 3}), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, (proc.returncode, proc.stderr)
     assert proc.stderr.strip().splitlines() == [
-        "pynas search: error: non-finite values at epoch 1/2, step 3/3 (global step 3): weight stem.0.weight"], \
-        proc.stderr
+        "pynas search: error: non-finite values at epoch 1/2, step 3/3 (global step 3): weight stem.0.weight; "
+        "no checkpoint had been written yet"], proc.stderr
     assert not (run / "genotype.json").exists() and not (run / "result.json").exists()
 
 

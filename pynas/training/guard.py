@@ -312,6 +312,17 @@ def _agree(bad: bool) -> Tuple[bool, bool]:
     return bool(flag.item()), bad
 
 
+def _across_ranks(what: List[str]) -> List[str]:
+    """This rank's offenders; with several ranks (all of them on this error path) every rank's, so that
+    rank 0, the one that reports, names what another rank found."""
+    if distributed.world()[1] == 1:
+        return what
+    gathered = distributed.all_gather_object(what)
+    if all(g == gathered[0] for g in gathered):
+        return what
+    return [f"{item} (rank {rank})" for rank, items in enumerate(gathered) for item in items]
+
+
 def _loss_value(loss: Union[Tensor, float, None]) -> float:
     if loss is None:
         return 0.0
@@ -391,12 +402,12 @@ class FiniteCheck:
         anywhere, here = _agree(verdict == NONFINITE)
         if not anywhere:
             return verdict
-        if not here:
-            raise NonFiniteError(["values on another rank"], where=where)
-        what = [] if loss_finite else [f"training loss ({loss_value})"]
-        what += _offenders(grads) if not grads_finite else []
-        what += _offenders([(label, t) for label, _, t, _ in items]) if not state_finite else []
-        raise NonFiniteError(what, where=where)
+        what = []
+        if here:
+            what = [] if loss_finite else [f"training loss ({loss_value})"]
+            what += _offenders(grads) if not grads_finite else []
+            what += _offenders([(label, t) for label, _, t, _ in items]) if not state_finite else []
+        raise NonFiniteError(_across_ranks(what), where=where)
 
     def state(self, model: Optional[nn.Module], *, extra: Optional[Mapping[str, Tensor]] = None,
               arch: Optional[Iterable[Tensor]] = None, where: str = "") -> None:
@@ -411,9 +422,8 @@ class FiniteCheck:
         anywhere, here = _agree(bad)
         if not anywhere:
             return
-        if not here:
-            raise NonFiniteError(["values on another rank"], where=where)
-        raise NonFiniteError(_offenders([(label, t) for label, _, t, _ in items]), where=where)
+        what = _offenders([(label, t) for label, _, t, _ in items]) if here else []
+        raise NonFiniteError(_across_ranks(what), where=where)
 
 
 def check_step(loss: Union[Tensor, float, None], model: Optional[nn.Module], **kwargs) -> str:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .guard import FiniteCheck, Preempted, StopSignals
+from .guard import FiniteCheck, NonFiniteError, Preempted, StopSignals
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics_log import MetricsLog
 from .progress import Progress
@@ -223,11 +223,23 @@ class SearchRunner:
                 f"(global step {self.algorithm.global_step})")
 
     def _check_step(self, loss: float, where: str) -> None:
-        self.finite.step(loss, self.algorithm.supernet, extra=self._arch_tensors(), scaler=self._scaler(),
-                         where=where)
+        try:
+            self.finite.step(loss, self.algorithm.supernet, extra=self._arch_tensors(), scaler=self._scaler(),
+                             where=where)
+        except NonFiniteError as err:
+            raise self._kept(err) from None
 
     def _check_state(self, where: str) -> None:
-        self.finite.state(self.algorithm.supernet, extra=self._arch_tensors(), where=where)
+        try:
+            self.finite.state(self.algorithm.supernet, extra=self._arch_tensors(), where=where)
+        except NonFiniteError as err:
+            raise self._kept(err) from None
+
+    def _kept(self, err: NonFiniteError) -> NonFiniteError:
+        """``err`` saying what became of the checkpoint (nothing is written after a non-finite value)."""
+        note = (f"{self.checkpoint_path} (the last good checkpoint) was left as it was"
+                if self.checkpoint_path.is_file() else "no checkpoint had been written yet")
+        return NonFiniteError(err.what, where=err.where, note=note)
 
     def _stop_if_asked(self, where: str, *, saved: bool, start: Optional[float] = None) -> None:
         """At a step boundary: if a stop signal arrived (on any rank), save unless just saved, then raise."""
