@@ -11,6 +11,10 @@
     pynas data imagenet-like --out DIR --classes 10 --train-per-class N --val-per-class M [...]
     pynas data pack DIR --size 64 --out OUT [--splits train,val] [--workers N] [--strict]
     pynas info
+
+Exit status: 0 done; 1 a failure (a NaN or Inf in training stops a search with one line naming the epoch, step
+and tensors, writing nothing); 2 a usage or configuration error; 128 + N stopped by signal N with the checkpoint
+written (143 SIGTERM, 130 SIGINT): rerun the same command to resume.
 """
 from __future__ import annotations
 
@@ -254,11 +258,28 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.command != "bench" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    from pynas.training.guard import NonFiniteError, Preempted
+
     try:
         return _dispatch(args, rest, parser)
+    except Preempted as stop:  # SIGTERM/SIGINT: checkpoint written; 128 + the signal's number (143, 130)
+        _say_once(f"pynas: {stop}")
+        return stop.exit_code
+    except NonFiniteError as err:  # NaN/Inf in training: nothing written, the last checkpoint kept; a failure
+        _say_once(f"pynas {args.command}: error: {err}")
+        return 1
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"pynas {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def _say_once(line: str) -> None:
+    """``line`` on stderr, from rank 0 only under torchrun (every rank stops alike)."""
+    from pynas.training import distributed
+
+    if distributed.is_main():
+        # On a terminal the progress line (or ^C) may be unfinished: start a fresh one.
+        print(("\n" if sys.stderr.isatty() else "") + line, file=sys.stderr, flush=True)
 
 
 def _dispatch(args, rest, parser) -> int:

@@ -12,6 +12,10 @@ Outputs: the resolved ``config.yaml``, ``path.json`` (the found path, its op
 names, params and FLOPs, and the space's resolved options: ``pynas train
 --path`` rebuilds the network from it, see :mod:`pynas.spaces.path_spec`) and
 ``result.json``.
+
+SIGTERM/SIGINT stop either phase at its next boundary (a training step, a
+search generation) with its checkpoint written, raising
+:class:`~pynas.training.guard.Preempted`; rerunning resumes exactly.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 from pynas.algorithms import create_algorithm
 from pynas.config import save_yaml
@@ -33,6 +37,7 @@ from pynas.spaces.path_space import Constraint, PathSpace
 from pynas.spaces.path_spec import path_record as make_path_record
 from pynas.training.checkpoint import load_checkpoint, save_checkpoint
 from pynas.training import distributed
+from pynas.training.guard import Preempted, StopSignals
 from pynas.training.search import SearchRunner, write_json
 
 from .common import place_supernet, resolve_device, seed_everything
@@ -126,7 +131,13 @@ def evaluation_batches(cfg: dict, data: PathData, evaluation: dict) -> Tuple[lis
     return out[0], out[1]
 
 
-def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True) -> dict:
+def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True, stop: Optional[StopSignals] = None) -> dict:
+    stop = stop if stop is not None else StopSignals()
+    with stop:  # a no-op when run_search already holds it
+        return _run_path_search(cfg, out_dir=out_dir, progress=progress, stop=stop)
+
+
+def _run_path_search(cfg: dict, *, out_dir: Path, progress: bool, stop: StopSignals) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     distributed.init_from_env(device=resolve_device(cfg["device"]).type)
@@ -142,7 +153,7 @@ def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True) -> dict:
     space, constraint, algorithm = build_path_algorithm(cfg, data, device=device)
     runner = SearchRunner(algorithm=algorithm, train_loader=data.train_loader, valid_loader=data.valid_loader,
                           out_dir=out_dir, checkpoint_every=cfg["checkpoint_every"],
-                          max_steps_per_epoch=cfg.get("max_steps_per_epoch"), progress=progress)
+                          max_steps_per_epoch=cfg.get("max_steps_per_epoch"), progress=progress, stop=stop)
     resumed = runner.resume()
     outcome = runner.run()
 
@@ -161,9 +172,20 @@ def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True) -> dict:
             print("search " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in record.items()), flush=True)
 
+    def on_state(strategy_state: dict) -> None:
+        # After every generation: save, then (every rank, at the same generation) stop if a signal came.
+        if main:
+            save_checkpoint(state_path, {"strategy": strategy_state})
+        signum = stop.should_stop()
+        if signum:
+            raise Preempted(signum, checkpoint=state_path,
+                            where=f"after {strategy_state.get('generation', '?')} generation(s) of the path search")
+
+    signum = stop.should_stop()  # a signal while the evaluation batches were read: training is saved
+    if signum:
+        raise Preempted(signum, checkpoint=runner.checkpoint_path, written=False, where="after supernet training")
     t1 = time.perf_counter()
-    found = algorithm.search(score, state=state, on_generation=on_generation,
-                             on_state=lambda s: save_checkpoint(state_path, {"strategy": s}) if main else None,
+    found = algorithm.search(score, state=state, on_generation=on_generation, on_state=on_state,
                              **(cfg.get("search") or {}))
     search_phase_seconds = time.perf_counter() - t1
     best = tuple(int(v) for v in found.best_path)

@@ -10,6 +10,13 @@ join one process group here (:func:`pynas.training.distributed.init_from_env`,
 before the dispatch, so single-path searches get it too), each trains on its
 shard of every global batch of N x ``batch_size`` samples, and only rank 0
 writes the run dir.
+
+SIGTERM and SIGINT (preemption, Ctrl-C) stop the run at the next step
+boundary with its checkpoint written (:mod:`pynas.training.guard`): the
+function raises :class:`~pynas.training.guard.Preempted`, the CLI exits
+with 128 + the signal's number, and the same command resumes. A NaN or Inf
+in training raises :class:`~pynas.training.guard.NonFiniteError` before
+anything (checkpoint, ``genotype.json``, ``result.json``) is written.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from pynas.data.run import load_run_data, write_split_record
 from pynas.config import CONFIG_DIR, load_yaml, merge, save_yaml
 from pynas.spaces import create_space
 from pynas.training import distributed
+from pynas.training.guard import StopSignals
 from pynas.training.search import SearchRunner, write_json
 
 from .common import place_supernet, resolve_device, seed_everything
@@ -70,6 +78,12 @@ def is_path_space(name: str) -> bool:
 
 
 def run_search(config: dict, *, out_dir: Path, progress: bool = True) -> dict:
+    # Stop signals are recorded, not fatal, from here to the end of the run (both phases of a path search).
+    with StopSignals() as stop:
+        return _run_search(config, out_dir=out_dir, progress=progress, stop=stop)
+
+
+def _run_search(config: dict, *, out_dir: Path, progress: bool, stop: StopSignals) -> dict:
     cfg = resolve(config)
     # torchrun: join the process group (no-op in a single process), on the run's kind of device.
     rank_device = resolve_device(cfg["device"])
@@ -81,7 +95,7 @@ def run_search(config: dict, *, out_dir: Path, progress: bool = True) -> dict:
     if is_path_space(cfg["space"]):
         from .path_search import run_path_search
 
-        return run_path_search(cfg, out_dir=out_dir, progress=progress)
+        return run_path_search(cfg, out_dir=out_dir, progress=progress, stop=stop)
     main = distributed.is_main()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +122,7 @@ def run_search(config: dict, *, out_dir: Path, progress: bool = True) -> dict:
     place_supernet(algorithm.supernet, device, cfg["memory_format"])
     runner = SearchRunner(algorithm=algorithm, train_loader=train_loader, valid_loader=valid_loader, out_dir=out_dir,
                           checkpoint_every=cfg["checkpoint_every"], max_steps_per_epoch=cfg.get("max_steps_per_epoch"),
-                          progress=progress)
+                          progress=progress, stop=stop)
     resumed = runner.resume()
     outcome = runner.run()
     loaded.close()

@@ -17,6 +17,16 @@ others wait at a barrier, and it restores every rank: the algorithm, the
 loaders and the metric sums are the same on all ranks by construction, and
 the global random states, which differ per rank on purpose (each rank draws
 its own dropout masks), are gathered into it rank by rank.
+
+Stopping (:mod:`pynas.training.guard`): while :meth:`SearchRunner.run` runs,
+SIGTERM and SIGINT are recorded, not fatal; at the next step boundary every
+rank agrees to stop, the checkpoint is written as at ``checkpoint_every``
+and :class:`~pynas.training.guard.Preempted` is raised (the CLI exits with
+128 + the signal's number; rerunning resumes exactly). After every step the
+loss, gradients, weights, architecture parameters and batch-norm statistics
+are checked, and again before every save:
+:class:`~pynas.training.guard.NonFiniteError` stops the run before a
+non-finite state can replace the last good checkpoint.
 """
 from __future__ import annotations
 
@@ -31,6 +41,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from .guard import FiniteCheck, NonFiniteError, Preempted, StopSignals
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics_log import MetricsLog
 from .progress import Progress
@@ -62,6 +73,7 @@ class SearchRunner:
         progress: bool = True,
         tensorboard: bool = True,
         on_epoch_end: Optional[Callable[[dict], None]] = None,
+        stop: Optional[StopSignals] = None,
     ):
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be a non-negative int (steps; 0 = epoch ends only), "
@@ -77,6 +89,9 @@ class SearchRunner:
         self.log_every = max(int(log_every), 1)
         self.progress = progress
         self.on_epoch_end = on_epoch_end
+        # SIGTERM/SIGINT handling for run()'s duration; a command holding one for longer passes it in.
+        self.stop = stop if stop is not None else StopSignals()
+        self.finite = FiniteCheck()
         self.rank, self.world_size = distributed.world()
         self.main = self.rank == 0
         self.log = MetricsLog(self.out_dir / "metrics.jsonl",
@@ -99,6 +114,8 @@ class SearchRunner:
     def _save(self) -> None:
         # Every rank takes part (the random states are gathered); rank 0 writes; the barrier keeps the
         # others from running ahead, so once any rank is past a save the file on disk is the new one.
+        # A non-finite state never replaces the last good checkpoint (every rank checks: a collective).
+        self._check_state(f"before writing the checkpoint of global step {self.algorithm.global_step}")
         rng = rng_state()
         per_rank = distributed.all_gather_object(rng) if self.world_size > 1 else None
         if self.main:
@@ -185,6 +202,56 @@ class SearchRunner:
             step["arch_loss"] = values[3] / self.world_size
         return step
 
+    # -- guards --------------------------------------------------------------------------
+    def _arch_tensors(self) -> dict:
+        """Architecture parameters the algorithm keeps outside its supernet (DSNAS's per-layer alphas)."""
+        alpha = getattr(self.algorithm, "alpha", None)
+        if isinstance(alpha, (list, tuple)) and all(isinstance(a, torch.Tensor) for a in alpha):
+            return {f"alpha[{i}]": a for i, a in enumerate(alpha)}
+        return {}
+
+    def _scaler(self):
+        """The algorithm's GradScaler (FTSO keeps it on its current DARTS stage), or None."""
+        for owner in (self.algorithm, getattr(self.algorithm, "search", None)):
+            scaler = getattr(owner, "scaler", None)
+            if isinstance(scaler, torch.amp.GradScaler):
+                return scaler
+        return None
+
+    def _where(self, epoch: int, steps_per_epoch: int) -> str:
+        return (f"at epoch {epoch + 1}/{self.algorithm.epochs}, step {self.sums['steps']}/{steps_per_epoch} "
+                f"(global step {self.algorithm.global_step})")
+
+    def _check_step(self, loss: float, where: str) -> None:
+        try:
+            self.finite.step(loss, self.algorithm.supernet, extra=self._arch_tensors(), scaler=self._scaler(),
+                             where=where)
+        except NonFiniteError as err:
+            raise self._kept(err) from None
+
+    def _check_state(self, where: str) -> None:
+        try:
+            self.finite.state(self.algorithm.supernet, extra=self._arch_tensors(), where=where)
+        except NonFiniteError as err:
+            raise self._kept(err) from None
+
+    def _kept(self, err: NonFiniteError) -> NonFiniteError:
+        """``err`` saying what became of the checkpoint (nothing is written after a non-finite value)."""
+        note = (f"{self.checkpoint_path} (the last good checkpoint) was left as it was"
+                if self.checkpoint_path.is_file() else "no checkpoint had been written yet")
+        return NonFiniteError(err.what, where=err.where, note=note)
+
+    def _stop_if_asked(self, where: str, *, saved: bool, start: Optional[float] = None) -> None:
+        """At a step boundary: if a stop signal arrived (on any rank), save unless just saved, then raise."""
+        signum = self.stop.should_stop()
+        if not signum:
+            return
+        if not saved:
+            if start is not None:
+                self.search_seconds += time.perf_counter() - start
+            self._save()
+        raise Preempted(signum, checkpoint=self.checkpoint_path, where=where)
+
     # -- the loop --------------------------------------------------------------------
     def _next_valid(self):
         if not hasattr(self, "_valid_iter"):
@@ -196,11 +263,26 @@ class SearchRunner:
             return next(self._valid_iter)
 
     def run(self) -> dict:
+        """Train to the last epoch; raises :class:`~pynas.training.guard.Preempted` (checkpoint written)
+        on SIGTERM/SIGINT and :class:`~pynas.training.guard.NonFiniteError` (nothing written) on NaN/Inf."""
+        try:
+            with self.stop:
+                return self._run()
+        finally:
+            self.log.close() if self.log else None
+
+    def _run(self) -> dict:
         algo = self.algorithm
         steps_per_epoch = len(self.train_loader)
         if self.max_steps_per_epoch is not None:
             steps_per_epoch = min(steps_per_epoch, self.max_steps_per_epoch)
         self._start_distributed()
+        signum = self.stop.should_stop()  # a signal during start-up: nothing new to save
+        if signum:
+            found = self.checkpoint_path.is_file()
+            raise Preempted(signum, checkpoint=self.checkpoint_path if found else None, written=False,
+                            where=f"before the first step (epoch {algo.epoch + 1}/{algo.epochs}, global step "
+                                  f"{algo.global_step})")
         while algo.epoch < algo.epochs:
             epoch = algo.epoch
             bar = Progress(steps_per_epoch, prefix=f"epoch {epoch + 1}/{algo.epochs}", enabled=self.progress and self.main)
@@ -210,6 +292,10 @@ class SearchRunner:
                 metrics = self._reduce_metrics(algo.step(train_batch, self._next_valid()))
                 if self.world_size > 1:
                     distributed.sync_buffers(algo.supernet)
+                # The loss was read (and summed over ranks) above: the check adds one host copy.
+                self._check_step(metrics["loss"], f"at epoch {epoch + 1}/{algo.epochs}, step "
+                                                  f"{self.sums['steps'] + 1}/{steps_per_epoch} (global step "
+                                                  f"{algo.global_step})")
                 self.sums["loss"] += metrics["loss_sum"]
                 self.sums["correct"] += metrics["correct"]
                 self.sums["count"] += metrics["count"]
@@ -222,17 +308,22 @@ class SearchRunner:
                                    **({"arch_loss": float(metrics["arch_loss"])} if "arch_loss" in metrics else {}))
                 stage_cut = bool(getattr(algo, "stage_done", lambda: False)())
                 if done >= steps_per_epoch or stage_cut:
-                    break
+                    break  # the epoch's end saves (and checks for a stop) below
+                saved = False
                 if self.checkpoint_every and algo.global_step % self.checkpoint_every == 0:
                     self.search_seconds += time.perf_counter() - start
                     start = time.perf_counter()
                     self._save()
+                    saved = True
+                # A stop signal (on any rank: one tiny all-reduce per step on several) ends the run here.
+                self._stop_if_asked(self._where(epoch, steps_per_epoch), saved=saved, start=start)
             if stage_cut or self.sums["steps"] >= steps_per_epoch:
                 # A capped or cut epoch leaves the loader mid-epoch: start the next one cleanly.
                 self.train_loader.set_epoch(self.train_loader.epoch + (1 if self.train_loader.position else 0))
             self.search_seconds += time.perf_counter() - start
+            self.finite.reset()  # once an epoch, the supernet's tensors are collected afresh (cheap insurance)
             self._end_epoch(epoch)
-        self.log.close() if self.log else None
+            self._stop_if_asked(f"after epoch {epoch + 1}/{algo.epochs} (global step {algo.global_step})", saved=True)
         return {"epochs": algo.epochs, "search_seconds": self.search_seconds, "history": self.history}
 
     def _end_epoch(self, epoch: int) -> None:
