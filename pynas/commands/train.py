@@ -111,9 +111,11 @@ def run_train(config: dict, *, genotype_path: Optional[Path] = None, path_file: 
         raise ValueError("data.train_fraction, data.val_fraction and data.valid_per_class cut a search's training "
                          "set; retraining uses the whole training split (use subset to train on fewer images)")
     train = create_dataset(cfg["dataset"], root=options.root, split="train", subset=cfg["subset"], seed=cfg["seed"],
-                           device=device, loader=options.loader)
+                           device=device, loader=options.loader, image_size=options.image_size,
+                           resize_size=options.resize_size)
     test = create_dataset(cfg["dataset"], root=options.root, split="test", subset=cfg["test_subset"],
-                          seed=cfg["seed"], device=device, loader=options.loader)
+                          seed=cfg["seed"], device=device, loader=options.loader, image_size=options.image_size,
+                          resize_size=options.resize_size)
     channels = train.image_shape[0]
     if spec is not None:
         space = spec.build_space(**cfg["space_options"])

@@ -11,6 +11,8 @@ In YAML either a path (the dataset root, as ``--data DIR`` gives it) or a mappin
       workers: null             # stream: decoding processes per rank (null: the cores / ranks, at most 8)
       colour_jitter: null       # stream: brightness/contrast/saturation strength (SPOS: 0.4)
       strict: false             # stream: a corrupt image is an error instead of a counted, skipped warning
+      image_size: null          # stream: the side of the training crops and evaluation centre crops (224)
+      resize_size: null         # stream: evaluation resizes the shorter side to this first (image_size / 0.875)
 
 ``--data DIR`` sets ``data.root`` and keeps the other keys of a config file.
 """
@@ -33,6 +35,8 @@ class DataOptions:
     workers: Optional[int] = None
     colour_jitter: Optional[float] = None
     strict: bool = False
+    image_size: Optional[int] = None
+    resize_size: Optional[int] = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +92,8 @@ def data_options(value: Any) -> DataOptions:
         workers=_positive_int(value.get("workers"), "workers"),
         colour_jitter=None if jitter is None else float(jitter),
         strict=strict,
+        image_size=_positive_int(value.get("image_size"), "image_size"),
+        resize_size=_positive_int(value.get("resize_size"), "resize_size"),
     )
     return options
 

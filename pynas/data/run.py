@@ -96,7 +96,7 @@ def load_run_data(
     cell searches' architecture steps are). Streamed datasets decode in worker processes."""
     t0 = time.perf_counter()
     data = create_dataset(dataset, root=options.root, split="train", subset=subset, seed=seed, device=device,
-                          loader=options.loader)
+                          loader=options.loader, image_size=options.image_size, resize_size=options.resize_size)
     train_part, valid_part, cut = cut_training_set(data, options, valid_fraction=valid_fraction, seed=seed)
     common: dict[str, Any] = dict(batch_size=batch_size, drop_last=True, memory_format=memory_format, device=device)
     if isinstance(data, FileDataset):

@@ -279,6 +279,17 @@ class _Plan:
             position += total
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Decoding processes ignore SIGINT and SIGTERM: a Ctrl-C or a scheduler's SIGTERM reaches every process
+    of the job, and a worker that died of it would fail the training step in flight instead of letting the
+    main process finish it and write its checkpoint (:mod:`pynas.training.guard`). The workers still end
+    with the main process (torch's watchdog) or when the loader shuts them down."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _apply_jitter(x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
     """x float [B, 3, H, W] in [0, 1] (modified in place); per image three steps
     x <- clamp(a x + b gray(x) + c mean(gray(x)), 0, 1), (a, b, c) = coefficients[:, step]."""
@@ -451,7 +462,8 @@ class StreamLoader:
         if self._loader is None:
             options = {}
             if self.workers:
-                options = dict(persistent_workers=True, prefetch_factor=self.prefetch)
+                options = dict(persistent_workers=True, prefetch_factor=self.prefetch,
+                               worker_init_fn=_ignore_stop_signals)
             self._loader = torch.utils.data.DataLoader(
                 self._decoder, batch_size=None, sampler=self._plan, num_workers=self.workers,
                 collate_fn=_as_is, pin_memory=self.device.type == "cuda",

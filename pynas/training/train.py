@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
+from .guard import FiniteCheck, Preempted, StopSignals
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .metrics_log import MetricsLog
 from .progress import Progress
@@ -301,60 +302,82 @@ def train_network(
             save_checkpoint(ckpt, payload)
         distributed.barrier()
 
-    while epoch < epochs:
-        model.train()
-        if hasattr(network, "drop_path_prob"):
-            network.drop_path_prob = drop_path_prob * epoch / epochs  # DARTS's linear schedule
-        done, loss_sum, correct, count = (0, 0.0, 0, 0) if partial is None else \
-            (partial["done"], partial["loss_sum"], partial["correct"], partial["count"])
-        partial = None
-        bar = Progress(steps, prefix=f"train {epoch + 1}/{epochs}", enabled=progress and main)
-        start = time.perf_counter()
-        if done < steps:
-            for x, y in train_loader:
-                current = lr_at(step, **schedule)
-                for group in optimizer.param_groups:
-                    group["lr"] = current
-                optimizer.zero_grad(set_to_none=True)
-                with _autocast(x.device, amp):
-                    out = model(x)
-                    logits, aux = out if isinstance(out, tuple) else (out, None)
-                    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-                    if aux is not None and auxiliary_weight > 0:
-                        loss = loss + auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=label_smoothing)
-                scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
-                scaler.unscale_(optimizer)
-                if grad_clip > 0:
-                    nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if world > 1 and not sync_bn:
-                    distributed.sync_buffers(network)
-                step += 1
-                done += 1
-                loss_sum += float(loss.detach()) * y.shape[0]
-                correct += int((logits.detach().argmax(1) == y).sum())
-                count += y.shape[0]
-                bar.update(done, samples=count * world, loss=loss_sum / count, acc=100.0 * correct / count)
-                if done >= steps:
-                    break
-                if checkpoint_every and step % checkpoint_every == 0:
-                    seconds += time.perf_counter() - start
-                    start = time.perf_counter()
-                    save({"done": done, "loss_sum": loss_sum, "correct": correct, "count": count})
-        if train_loader.position:
-            train_loader.set_epoch(train_loader.epoch + 1)
-        seconds += time.perf_counter() - start
-        test = evaluate(network, test_loader, amp=amp)
-        train_sums = _sum_over_ranks(loss_sum, correct, count)
-        epoch += 1
-        record = {"epoch": epoch, "lr": lr_at(step - 1, **schedule),
-                  "train_loss": train_sums[0] / max(train_sums[2], 1), "train_accuracy": 100.0 * train_sums[1] / max(train_sums[2], 1), "test_loss": test["loss"],
-                  "test_accuracy": test["accuracy"], "seconds": seconds}
-        history.append(record)
-        if log is not None:
-            log.write("epoch", step, **record)
-        save(None)
+    stop = StopSignals()
+    finite = FiniteCheck()
+    with stop:
+        while epoch < epochs:
+            model.train()
+            if hasattr(network, "drop_path_prob"):
+                network.drop_path_prob = drop_path_prob * epoch / epochs  # DARTS's linear schedule
+            done, loss_sum, correct, count = (0, 0.0, 0, 0) if partial is None else \
+                (partial["done"], partial["loss_sum"], partial["correct"], partial["count"])
+            partial = None
+            bar = Progress(steps, prefix=f"train {epoch + 1}/{epochs}", enabled=progress and main)
+            start = time.perf_counter()
+            if done < steps:
+                for x, y in train_loader:
+                    current = lr_at(step, **schedule)
+                    for group in optimizer.param_groups:
+                        group["lr"] = current
+                    optimizer.zero_grad(set_to_none=True)
+                    with _autocast(x.device, amp):
+                        out = model(x)
+                        logits, aux = out if isinstance(out, tuple) else (out, None)
+                        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+                        if aux is not None and auxiliary_weight > 0:
+                            loss = loss + auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=label_smoothing)
+                    scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
+                    scaler.unscale_(optimizer)
+                    if grad_clip > 0:
+                        nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    if world > 1 and not sync_bn:
+                        distributed.sync_buffers(network)
+                    step += 1
+                    done += 1
+                    loss_value = float(loss.detach())
+                    where = f"at epoch {epoch + 1}/{epochs}, step {done}/{steps} (global step {step})"
+                    # NaN/Inf in the loss, a gradient, a weight or a BN statistic: stop before anything is saved
+                    # (fp16 steps the GradScaler skipped are not errors).
+                    finite.step(loss_value, network, scaler=scaler, where=where)
+                    loss_sum += loss_value * y.shape[0]
+                    correct += int((logits.detach().argmax(1) == y).sum())
+                    count += y.shape[0]
+                    bar.update(done, samples=count * world, loss=loss_sum / count, acc=100.0 * correct / count)
+                    if done >= steps:
+                        break
+                    sums = {"done": done, "loss_sum": loss_sum, "correct": correct, "count": count}
+                    saved = False
+                    if checkpoint_every and step % checkpoint_every == 0:
+                        seconds += time.perf_counter() - start
+                        start = time.perf_counter()
+                        save(sums)
+                        saved = True
+                    signum = stop.should_stop()  # every rank at the same step (a collective under torchrun)
+                    if signum:
+                        if not saved:
+                            seconds += time.perf_counter() - start
+                            save(sums)
+                        raise Preempted(signum, checkpoint=ckpt, where=where)
+            if train_loader.position:
+                train_loader.set_epoch(train_loader.epoch + 1)
+            seconds += time.perf_counter() - start
+            test = evaluate(network, test_loader, amp=amp)
+            train_sums = _sum_over_ranks(loss_sum, correct, count)
+            epoch += 1
+            record = {"epoch": epoch, "lr": lr_at(step - 1, **schedule),
+                      "train_loss": train_sums[0] / max(train_sums[2], 1),
+                      "train_accuracy": 100.0 * train_sums[1] / max(train_sums[2], 1), "test_loss": test["loss"],
+                      "test_accuracy": test["accuracy"], "seconds": seconds}
+            finite.state(network, where=f"before writing the checkpoint of epoch {epoch}/{epochs}")
+            history.append(record)
+            if log is not None:
+                log.write("epoch", step, **record)
+            save(None)
+            signum = stop.should_stop()
+            if signum and epoch < epochs:
+                raise Preempted(signum, checkpoint=ckpt, where=f"after epoch {epoch}/{epochs} (global step {step})")
     if log is not None:
         log.close()
     return {"history": history, "test_accuracy": history[-1]["test_accuracy"], "train_seconds": seconds,
