@@ -320,7 +320,7 @@ def _dispatch(args, rest, parser) -> int:
         config = load_yaml(args.config) if args.config else {}
         config.update(_flags(args, ["dataset", "subset", "test_subset", "epochs", "batch_size", "device", "seed",
                                     "amp"]))
-        if "data" in config or args.data is not None:
+        if config.get("data") is not None or args.data is not None:
             config["data"] = with_root(config.get("data"), args.data)
         config = apply_sets(config, args.set)
         result = run_train(config, genotype_path=args.genotype, path_file=args.path_file, out_dir=args.out,

@@ -50,7 +50,9 @@ def apply_sets(config: dict, assignments: Iterable[str]) -> dict:
             raise ValueError(f"--set: bad key {key!r}")
         node = out
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or null in a YAML file: an empty section
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ValueError(f"--set {key}: {part!r} is not a section")
         node[parts[-1]] = yaml.safe_load(raw)

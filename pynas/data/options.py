@@ -99,9 +99,10 @@ def data_options(value: Any) -> DataOptions:
 
 
 def with_root(value: Any, root: Optional[str]) -> Any:
-    """The config's ``data`` value with ``root`` set (``--data DIR``), keeping its other keys."""
+    """The config's ``data`` value with ``root`` set (``--data DIR``), keeping its other keys; a bare path
+    becomes ``{"root": path}`` so that ``--set data.<key>=...`` can add to it."""
     if root is None:
-        return value
+        return {"root": os.fspath(value)} if isinstance(value, (str, os.PathLike)) else value
     if value is None or isinstance(value, (str, os.PathLike)):
         return {"root": os.fspath(root)}
     if isinstance(value, dict):
