@@ -31,7 +31,7 @@ import torch
 from pynas.data.augment import Augmentation, channel_stats_tensor, normalize
 from pynas.training import distributed
 
-__all__ = ["DeviceDataset", "DeviceLoader", "fraction_subset", "split", "stratified_indices"]
+__all__ = ["DeviceDataset", "DeviceLoader", "EpochCursor", "fraction_subset", "split", "stratified_indices"]
 
 _MASK63 = (1 << 63) - 1
 
@@ -322,7 +322,49 @@ def fraction_subset(dataset, fraction: float, *, seed: int, offset: float = 0.0,
 MEMORY_FORMATS = ("preserve", "channels_last")
 
 
-class DeviceLoader:
+class EpochCursor:
+    """The position of a loader over epochs of sharded global batches, shared by DeviceLoader and
+    StreamLoader: a subclass sets ``dataset``, ``batch_size``, ``world_size``, ``drop_last``, ``_epoch``
+    and ``_position``."""
+
+    dataset: object
+    batch_size: int
+    world_size: int
+    drop_last: bool
+    _epoch: int
+    _position: int
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per step over all ranks: world_size x batch_size."""
+        return self.batch_size * self.world_size
+
+    def __len__(self) -> int:
+        """Batches (steps) per epoch; every rank yields this many."""
+        n, g = len(self.dataset), self.global_batch_size
+        return n // g if self.drop_last else math.ceil(n / g)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def position(self) -> int:
+        """Samples of the current epoch already yielded (by all ranks together)."""
+        return self._position
+
+    def _epoch_end(self) -> int:
+        n = len(self.dataset)
+        return n - n % self.global_batch_size if self.drop_last else n
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` from its first batch (random streams other than the order carry on)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"set_epoch: epoch must be an int >= 0, got {epoch!r}")
+        self._epoch, self._position = epoch, 0
+
+
+class DeviceLoader(EpochCursor):
     """Shuffled, augmented float batches from a DeviceDataset, on its device, resumable mid-epoch.
 
     Yields (images float [B, C, H, W] normalized by the dataset's mean/std,
@@ -407,35 +449,6 @@ class DeviceLoader:
         self._iteration = 0
 
     # -- sizes and position ----------------------------------------------------
-    @property
-    def global_batch_size(self) -> int:
-        """Samples per step over all ranks: world_size x batch_size."""
-        return self.batch_size * self.world_size
-
-    def __len__(self) -> int:
-        """Batches (steps) per epoch; every rank yields this many."""
-        n, g = len(self.dataset), self.global_batch_size
-        return n // g if self.drop_last else math.ceil(n / g)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    @property
-    def position(self) -> int:
-        """Samples of the current epoch already yielded (by all ranks together)."""
-        return self._position
-
-    def _epoch_end(self) -> int:
-        n = len(self.dataset)
-        return n - n % self.global_batch_size if self.drop_last else n
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start epoch `epoch` from its first batch (the augmentation stream carries on)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"set_epoch: epoch must be an int >= 0, got {epoch!r}")
-        self._epoch, self._position = epoch, 0
-
     def _order(self, epoch: int) -> torch.Tensor:
         if self._order_cache is None or self._order_cache[0] != epoch:
             n = len(self.dataset)

@@ -24,10 +24,12 @@ and after a resume from any position.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
 import os
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Sequence
 
@@ -40,6 +42,7 @@ from pynas.data.loader import (
     MEMORY_FORMATS,
     DeviceDataset,
     DeviceLoader,
+    EpochCursor,
     _as_index,
     _check_seed,
     _check_shard,
@@ -279,11 +282,23 @@ class _Plan:
             position += total
 
 
+# Loaders whose workers may be running: closed at exit, before multiprocessing's own exit handler would
+# terminate the workers with SIGTERM, which they ignore (below).
+_LIVE_LOADERS: "weakref.WeakSet[StreamLoader]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_loaders() -> None:
+    for loader in list(_LIVE_LOADERS):
+        loader.close()
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """Decoding processes ignore SIGINT and SIGTERM: a Ctrl-C or a scheduler's SIGTERM reaches every process
     of the job, and a worker that died of it would fail the training step in flight instead of letting the
     main process finish it and write its checkpoint (:mod:`pynas.training.guard`). The workers still end
-    with the main process (torch's watchdog) or when the loader shuts them down."""
+    with the main process (torch's watchdog) or when the loader shuts them down (at exit too:
+    :func:`_close_live_loaders`)."""
     import signal
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -303,7 +318,7 @@ def _apply_jitter(x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class StreamLoader:
+class StreamLoader(EpochCursor):
     """Decoded, augmented float batches from a FileDataset, on `device`, resumable mid-epoch.
 
     Yields (images float [B, 3, S, S] normalized by the dataset's mean/std,
@@ -421,35 +436,6 @@ class StreamLoader:
         self._std = channel_stats_tensor(dataset.std, device=device)
 
     # -- sizes and position ----------------------------------------------------
-    @property
-    def global_batch_size(self) -> int:
-        """Samples per step over all ranks: world_size x batch_size."""
-        return self.batch_size * self.world_size
-
-    def __len__(self) -> int:
-        """Batches (steps) per epoch; every rank yields this many."""
-        n, g = len(self.dataset), self.global_batch_size
-        return n // g if self.drop_last else math.ceil(n / g)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    @property
-    def position(self) -> int:
-        """Samples of the current epoch already yielded (by all ranks together)."""
-        return self._position
-
-    def _epoch_end(self) -> int:
-        n = len(self.dataset)
-        return n - n % self.global_batch_size if self.drop_last else n
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start epoch `epoch` from its first batch."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"set_epoch: epoch must be an int >= 0, got {epoch!r}")
-        self._epoch, self._position = epoch, 0
-
     def _order(self, epoch: int) -> np.ndarray:
         if self._order_cache is None or self._order_cache[0] != epoch:
             n = len(self.dataset)
@@ -464,6 +450,7 @@ class StreamLoader:
             if self.workers:
                 options = dict(persistent_workers=True, prefetch_factor=self.prefetch,
                                worker_init_fn=_ignore_stop_signals)
+            _LIVE_LOADERS.add(self)
             self._loader = torch.utils.data.DataLoader(
                 self._decoder, batch_size=None, sampler=self._plan, num_workers=self.workers,
                 collate_fn=_as_is, pin_memory=self.device.type == "cuda",
