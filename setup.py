@@ -134,7 +134,7 @@ setup(
     name="pynas",
     version=VERSION,
     packages=find_packages(include=["pynas", "pynas.*"]),
-    package_data={"pynas": ["configs/*.yaml"]},
+    package_data={"pynas": ["configs/*.yaml", "configs/recipes/*.yaml"]},
     ext_modules=[_extension(WITH_CUDA)],
     # One build tree per flavour, so a CPU and a CUDA build of one checkout (make check-cuda-build)
     # do not overwrite each other's objects.
