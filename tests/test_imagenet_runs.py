@@ -1,6 +1,6 @@
 """End to end through ``--dataset imagenet``: a generated ImageNet-like folder of variable-size JPEGs (real
 CIFAR-10 photographs upscaled), streamed by worker processes, cut as PC-DARTS cuts ImageNet, searched with
-SPOS in one process and in two gloo processes, the found path retrained; runs stopped by SIGTERM (sent to
+SPOS in one process and in two gloo processes, the found path retrained (in one and in two); runs stopped by SIGTERM (sent to
 the whole process group, workers included, as a scheduler does) or killed with SIGKILL resume bit for bit.
 """
 from __future__ import annotations
@@ -157,3 +157,16 @@ def test_retraining_the_found_path_stopped_by_sigterm_is_bit_identical(search_re
     got = json.loads((out / "train_result.json").read_text())
     assert [e["test_accuracy"] for e in got["epochs"]] == [e["test_accuracy"] for e in ref["epochs"]]
     assert [e["train_loss"] for e in got["epochs"]] == [e["train_loss"] for e in ref["epochs"]]
+
+
+def test_retraining_in_two_gloo_processes(search_reference, train_reference, tmp_path):
+    out = tmp_path / "train"
+    args = train_args(search_reference, out)
+    args[args.index("--batch-size") + 1] = "2"  # the same global batch of 4
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "pynas.cli"] + args, env=_env(), capture_output=True, text=True, timeout=400)
+    _ok(proc)
+    result = json.loads((out / "train_result.json").read_text())
+    assert result["world_size"] == 2 and result["global_batch_size"] == 4 and result["dataset"] == "imagenet"
+    ref = json.loads((train_reference / "train_result.json").read_text())
+    assert len(result["epochs"]) == len(ref["epochs"]) == 2
