@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import itertools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple
 

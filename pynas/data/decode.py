@@ -88,7 +88,12 @@ def random_resized_crop_box(
             top = min(int(uniforms[_TOP] * (height - h + 1)), height - h)
             left = min(int(uniforms[_LEFT] * (width - w + 1)), width - w)
             return left, top, w, h
-    # Fallback: a centre crop, clamped to the ratio range.
+    return ratio_clamped_centre_crop(width, height, ratio)
+
+
+def ratio_clamped_centre_crop(width: int, height: int, ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    """(left, top, crop_width, crop_height): RandomResizedCrop's fallback, the whole image narrowed to the
+    nearest aspect ratio in `ratio` and centred."""
     in_ratio = width / height
     if in_ratio < min(ratio):
         w, h = width, int(round(width / min(ratio)))

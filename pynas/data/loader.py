@@ -334,6 +334,21 @@ class EpochCursor:
     _epoch: int
     _position: int
 
+    @staticmethod
+    def check_batching(samples: int, *, batch_size: int, world_size: int, drop_last: bool, what: str) -> None:
+        """Refuse batching that would yield nothing, or leave a rank an empty last batch."""
+        global_batch = batch_size * world_size
+        if drop_last and samples < global_batch:
+            size = f"batch_size {batch_size}" if world_size == 1 else \
+                f"a global batch of {world_size} x {batch_size} = {global_batch}"
+            raise ValueError(f"{what}: drop_last with {size} > {samples} samples yields nothing")
+        tail = samples % global_batch
+        if not drop_last and 0 < tail < world_size:
+            raise ValueError(
+                f"{what}: the last global batch of an epoch has {tail} samples for {world_size} ranks; "
+                f"a rank would get an empty batch (use drop_last=True or another batch size)"
+            )
+
     @property
     def global_batch_size(self) -> int:
         """Samples per step over all ranks: world_size x batch_size."""
@@ -418,17 +433,8 @@ class DeviceLoader(EpochCursor):
         if memory_format not in MEMORY_FORMATS:
             raise ValueError(f"DeviceLoader: memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
         rank, world_size = _check_shard(rank, world_size)
-        global_batch = batch_size * world_size
-        if drop_last and len(dataset) < global_batch:
-            what = f"batch_size {batch_size}" if world_size == 1 else \
-                f"a global batch of {world_size} x {batch_size} = {global_batch}"
-            raise ValueError(f"DeviceLoader: drop_last with {what} > {len(dataset)} samples yields nothing")
-        tail = len(dataset) % global_batch
-        if not drop_last and 0 < tail < world_size:
-            raise ValueError(
-                f"DeviceLoader: the last global batch of an epoch has {tail} samples for {world_size} ranks; "
-                f"a rank would get an empty batch (use drop_last=True or another batch size)"
-            )
+        self.check_batching(len(dataset), batch_size=batch_size, world_size=world_size, drop_last=drop_last,
+                            what="DeviceLoader")
         self.rank = rank
         self.world_size = world_size
         self.dataset = dataset

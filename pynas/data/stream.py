@@ -397,17 +397,8 @@ class StreamLoader(EpochCursor):
             raise ValueError(f"StreamLoader: workers must be None or an int >= 0, got {workers!r}")
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ValueError(f"StreamLoader: prefetch must be an int >= 1 (batches per worker), got {prefetch!r}")
-        global_batch = batch_size * world_size
-        if drop_last and len(dataset) < global_batch:
-            what = f"batch_size {batch_size}" if world_size == 1 else \
-                f"a global batch of {world_size} x {batch_size} = {global_batch}"
-            raise ValueError(f"StreamLoader: drop_last with {what} > {len(dataset)} samples yields nothing")
-        tail = len(dataset) % global_batch
-        if not drop_last and 0 < tail < world_size:
-            raise ValueError(
-                f"StreamLoader: the last global batch of an epoch has {tail} samples for {world_size} ranks; "
-                f"a rank would get an empty batch (use drop_last=True or another batch size)"
-            )
+        self.check_batching(len(dataset), batch_size=batch_size, world_size=world_size, drop_last=drop_last,
+                            what="StreamLoader")
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle

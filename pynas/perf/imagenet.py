@@ -55,7 +55,9 @@ import numpy as np
 import torch
 
 from . import results, timing
-from .args import choices_list, positive_int
+from pynas.data.decode import ratio_clamped_centre_crop
+
+from .args import choices_list, parse_device_args, positive_int
 
 IMPLS = ("baseline", "ours")
 IMAGE = 224
@@ -105,14 +107,9 @@ def random_resized_crop_params(width: int, height: int, scale=RRC_SCALE, ratio=R
             top = int(torch.randint(0, height - h + 1, size=(1,)).item())
             left = int(torch.randint(0, width - w + 1, size=(1,)).item())
             return top, left, h, w
-    in_ratio = width / height  # fallback: the largest centred crop within the ratio range
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        w, h = int(round(height * max(ratio))), height
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    # Fallback: the largest centred crop within the ratio range (the same geometry as the streaming loader's).
+    left, top, w, h = ratio_clamped_centre_crop(width, height, ratio)
+    return top, left, h, w
 
 
 class BaselineImageSet(torch.utils.data.Dataset):
@@ -503,11 +500,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], help="where batches go (default: cuda when available)")
     p.add_argument("--results-dir", default="bench/results", help="where <device>.json is appended")
     p.add_argument("--check-targets", action="store_true", help="exit with 1 when a target fails")
-    args = p.parse_args(argv)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: CUDA is not available in this torch build or machine")
+    args = parse_device_args(p, argv)
     if args.seed < 0:
         p.error(f"--seed must be >= 0, got {args.seed}")
     return args

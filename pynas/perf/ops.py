@@ -37,7 +37,7 @@ from torch import Tensor
 import pynas.ops as P
 
 from . import results, timing
-from .args import choices_list, positive_int
+from .args import choices_list, parse_device_args, positive_int
 
 OPS = ("weighted_sum", "partial_channel_mix", "path_dispatch", "path_combine", "grouped_batch_norm")
 MODES = ("fwd", "fwd+bwd", "fwd+backward")
@@ -456,11 +456,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
     p.add_argument("--compile-all", action="store_true", help="compile every case, even where the preset skips it")
     p.add_argument("--check-targets", action="store_true", help="exit with 1 when a target fails")
-    args = p.parse_args(argv)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: CUDA is not available in this torch build or machine")
+    args = parse_device_args(p, argv)
     if args.no_compile and args.compile_all:
         p.error("--no-compile and --compile-all contradict each other")
     return args
