@@ -13,6 +13,9 @@ all: install
 deps:
 	@command -v g++ >/dev/null && command -v make >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq g++ make)
+	@# libjpeg-turbo's headers: the streaming loader's region JPEG decoder (pynas._jpeg; optional, Pillow otherwise)
+	@test -f /usr/include/jpeglib.h || (apt-get update -qq && apt-get install -y -qq libjpeg-dev) || \
+		echo "make: libjpeg-dev not installed; pynas builds without its region JPEG decoder"
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_PIN)"
 	@$(PYTHON) -c "import numpy, yaml, pytest, scipy" 2>/dev/null || $(PYTHON) -m pip install -q numpy pyyaml pytest scipy
 

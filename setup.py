@@ -7,15 +7,20 @@ nvcc is found; environment switches:
   FORCE_CUDA=1            make a missing CUDA toolchain an error
   TORCH_CUDA_ARCH_LIST    archs to compile for (e.g. "8.0;9.0"), as torch reads it
   PYNAS_DEBUG=1           -O0 -g
+  PYNAS_JPEG=auto|1|0     pynas._jpeg, the streaming loader's region JPEG decoder on libjpeg-turbo:
+                          built when its headers are found (auto), required (1) or skipped (0)
 """
 from __future__ import annotations
 
 import glob
 import os
 import shutil
+import subprocess
 import sys
+import sysconfig
+import tempfile
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 VERSION = "0.1.0"
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -124,7 +129,55 @@ def _extension(with_cuda: bool):
     )
 
 
+# The probe calls what the decoder needs beyond libjpeg 6b: region decoding (libjpeg-turbo >= 1.5).
+_JPEG_PROBE = """
+#include <stdio.h>
+#include <jpeglib.h>
+int main(void) {
+  struct jpeg_decompress_struct cinfo;
+  JDIMENSION x = 0, w = 1;
+  jpeg_crop_scanline(&cinfo, &x, &w);
+  return (int)jpeg_skip_scanlines(&cinfo, 1);
+}
+"""
+
+
+def _libjpeg_turbo_usable() -> tuple[bool, str]:
+    """Whether a C program using libjpeg-turbo's region decoding compiles and links here."""
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "probe.c")
+        with open(source, "w") as f:
+            f.write(_JPEG_PROBE)
+        try:
+            result = subprocess.run(compiler + [source, "-o", os.path.join(tmp, "probe"), "-ljpeg"],
+                                    capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.SubprocessError) as err:
+            return False, str(err)
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    return result.returncode == 0, lines[-1] if lines else f"the compiler exited with {result.returncode}"
+
+
+def _jpeg_extension():
+    """pynas._jpeg (csrc/jpeg/region_decode.cpp), or None when libjpeg-turbo cannot be built against."""
+    mode = os.environ.get("PYNAS_JPEG", "auto").strip().lower()
+    if mode in {"0", "false", "no", "off"}:
+        return None
+    usable, why = _libjpeg_turbo_usable()
+    if not usable:
+        message = ("libjpeg-turbo >= 1.5 (jpeglib.h and -ljpeg; on Debian/Ubuntu: apt-get install "
+                   f"libjpeg-turbo8-dev or libjpeg62-turbo-dev) was not usable: {why}")
+        if mode in {"1", "true", "yes", "on"}:
+            _fail(f"PYNAS_JPEG=1 but {message}")
+        sys.stderr.write(f"pynas: building without pynas._jpeg; the streaming loader will decode with Pillow "
+                         f"({message})\n")
+        return None
+    opt = ["-O0", "-g"] if _flag("PYNAS_DEBUG") else ["-O3"]
+    return Extension("pynas._jpeg", ["csrc/jpeg/region_decode.cpp"], libraries=["jpeg"], extra_compile_args=opt)
+
+
 WITH_CUDA = _want_cuda()
+JPEG_EXTENSION = _jpeg_extension()
 # The torch this build links against, by release (a local label such as +cu130 or +cpu is the build's
 # flavour, which the extension's libraries already tie it to). A wheel built here requires it, and
 # pynas refuses to import under another torch (pynas/_extension.py).
@@ -135,7 +188,7 @@ setup(
     version=VERSION,
     packages=find_packages(include=["pynas", "pynas.*"]),
     package_data={"pynas": ["configs/*.yaml", "configs/recipes/*.yaml"]},
-    ext_modules=[_extension(WITH_CUDA)],
+    ext_modules=[_extension(WITH_CUDA)] + ([JPEG_EXTENSION] if JPEG_EXTENSION is not None else []),
     # One build tree per flavour, so a CPU and a CUDA build of one checkout (make check-cuda-build)
     # do not overwrite each other's objects.
     options={"build": {"build_base": os.path.join("build", "cuda" if WITH_CUDA else "cpu")}},

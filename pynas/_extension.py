@@ -7,6 +7,7 @@ checks it, before loading ``pynas._C`` and again against what ``_C`` says it was
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 from importlib import metadata
 
@@ -61,7 +62,10 @@ check_torch_version(_C.build_info().get("torch_built_with"))
 
 
 def build_info() -> dict:
-    """Version, whether CUDA kernels were compiled, compiled archs, OpenMP threads, and both torch versions."""
+    """Version, whether CUDA kernels were compiled, compiled archs, OpenMP threads, both torch versions, and
+    whether the region JPEG decoder (pynas._jpeg) was built."""
     info = dict(_C.build_info())
     info["torch"] = torch.__version__
+    # The streaming loader's region JPEG decoder, a separate module built where libjpeg-turbo was found.
+    info["jpeg_region_decoder"] = importlib.util.find_spec("pynas._jpeg") is not None
     return info

@@ -121,7 +121,8 @@ def evaluation_batches(cfg: dict, data: PathData, evaluation: dict) -> Tuple[lis
         streamed = isinstance(part, FileDataset)
         loader = make_loader(part, batch_size=batch, augment=False, drop_last=True, seed=seed,
                              device=data.train_loader.device if streamed else None,
-                             **(dict(workers=options.workers, strict=options.strict) if streamed else {}))
+                             **(dict(workers=options.workers, strict=options.strict, decoder=options.decoder)
+                                if streamed else {}))
         try:
             out.append(_first_batches(loader, count))
         finally:

@@ -131,13 +131,16 @@ def run_train(config: dict, *, genotype_path: Optional[Path] = None, path_file: 
         if cfg["cutout"]:
             raise ValueError("cutout applies to device-resident datasets (CIFAR-style); set cutout=0 for "
                              f"{cfg['dataset']!r}, which is streamed from files")
-        stream = dict(device=device, workers=options.workers, strict=options.strict, memory_format=fmt)
+        stream = dict(device=device, workers=options.workers, strict=options.strict, decoder=options.decoder,
+                      memory_format=fmt)
         train_loader = make_loader(train, batch_size=cfg["batch_size"], augment=True, drop_last=True,
                                    seed=cfg["seed"], colour_jitter=options.colour_jitter, **stream)
         test_loader = make_loader(test, batch_size=eval_batch, shuffle=False, augment=False, **stream)
     else:
-        if options.colour_jitter is not None or options.workers is not None or options.strict:
-            raise ValueError(f"data.colour_jitter, data.workers and data.strict concern streamed datasets; "
+        if options.colour_jitter is not None or options.workers is not None or options.strict \
+                or options.decoder != "auto":
+            raise ValueError(f"data.colour_jitter, data.workers, data.strict and data.decoder concern streamed "
+                             "datasets; "
                              f"{cfg['dataset']!r} was decoded onto the device (set data.loader=stream to stream it)")
         augmentation = train.augmentation
         if cfg["cutout"]:

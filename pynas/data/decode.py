@@ -13,6 +13,14 @@ output quality is that of a full decode. The crop and the resize are then one
 `Image.resize(..., box=...)` call (one resampling pass, antialiased like
 torchvision's PIL path).
 
+Region decode (`decoder="libjpeg"`, the default where pynas._jpeg was built): the
+crop's part of the file is decoded, at a power-of-two DCT scale, and resized in
+the same call (csrc/jpeg/region_decode.cpp): rows below the crop are never read,
+rows above are only entropy-decoded, columns outside skip the inverse DCT. The
+resize is Pillow's antialiased bilinear filter (the same taps and fixed point,
+output within one level of Pillow's on the same decoded pixels). Files it does
+not take (CMYK, no end marker at the end of the file, PNG) go the Pillow way.
+
 Draw layout (`DRAWS` uniforms in [0, 1) per sample, from the sample's own
 generator): 0-19 the ten RandomResizedCrop tries (area, log-ratio), 20-21 the
 crop's top and left, 22 the flip, 23-25 the colour-jitter order, 26-28 the
@@ -21,14 +29,23 @@ independent: turning colour jitter on does not move any crop.
 """
 from __future__ import annotations
 
+import io
 import math
 import struct
 from typing import Sequence
 
 import numpy as np
 
+try:  # built where libjpeg-turbo's headers were found (setup.py, PYNAS_JPEG)
+    from pynas import _jpeg
+except ImportError:
+    _jpeg = None
+
 __all__ = [
     "DRAWS",
+    "DECODERS",
+    "check_decoder",
+    "libjpeg_available",
     "DecodeError",
     "random_resized_crop_box",
     "centre_crop_box",
@@ -47,6 +64,27 @@ _TOP, _LEFT, _FLIP, _ORDER, _FACTORS = 20, 21, 22, 23, 26
 # this only happens for very large images (beyond the 1/8 scale) or tiny outputs.
 REDUCING_GAP = 3.0
 _FORMATS = ("JPEG", "PNG")  # what image folders hold (pynas.data.images.IMAGE_SUFFIXES); others are unreadable
+
+
+DECODERS = ("auto", "libjpeg", "pillow")
+_JPEG_START = b"\xff\xd8\xff"
+
+
+def libjpeg_available() -> bool:
+    """Whether pynas._jpeg (region JPEG decoding on libjpeg-turbo) was built."""
+    return _jpeg is not None
+
+
+def check_decoder(decoder, what: str) -> str:
+    """`decoder` checked: "auto" (libjpeg where built, else Pillow), "libjpeg" (an error where not
+    built) or "pillow"."""
+    if decoder not in DECODERS:
+        raise ValueError(f"{what} must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if decoder == "libjpeg" and _jpeg is None:
+        raise ValueError(f"{what} is libjpeg but pynas was built without pynas._jpeg (libjpeg-turbo >= 1.5 "
+                         "headers were not found: install libjpeg-turbo's dev package and reinstall pynas, "
+                         "or use auto or pillow)")
+    return decoder
 
 
 class DecodeError(ValueError):
@@ -127,8 +165,9 @@ def draft_scale(crop_width: float, crop_height: float, size: int) -> int:
     return 1
 
 
-def open_image(path: str):
-    """Open `path` lazily (only the header is read); raises DecodeError when it is not a readable image."""
+def open_image(path):
+    """Open `path` (or a binary file object) lazily (only the header is read); raises DecodeError when it
+    is not a readable image."""
     Image = _pillow()
     try:
         return Image.open(path, formats=_FORMATS)
@@ -174,6 +213,14 @@ def crop_resize(image, box: tuple[float, float, float, float], size: int, *, red
     return out, decoded
 
 
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        raise DecodeError(err.strerror or str(err)) from err
+
+
 def decode_sample(
     path: str,
     *,
@@ -182,10 +229,15 @@ def decode_sample(
     resize_size: int,
     uniforms: Sequence[float] | None,
     reduce: bool = True,
+    decoder: str = "auto",
 ) -> np.ndarray:
     """One training (RandomResizedCrop + flip) or evaluation (resize + centre crop) sample of `path`,
-    as uint8 [image_size, image_size, 3]. Raises DecodeError for unreadable files."""
-    with open_image(path) as image:
+    as uint8 [image_size, image_size, 3]. Raises DecodeError for unreadable files.
+
+    decoder: "auto"/"libjpeg" decode JPEGs by region when pynas._jpeg exists (see the module's
+    docstring), "pillow" always with Pillow (at the draft scale when `reduce`)."""
+    data = _read(path) if decoder != "pillow" and _jpeg is not None else None
+    with open_image(io.BytesIO(data) if data is not None else path) as image:
         width, height = image.size
         if width < 1 or height < 1:
             raise DecodeError(f"empty image ({width}x{height})")
@@ -194,11 +246,21 @@ def decode_sample(
             box = (left, top, left + w, top + h)
         else:
             box = centre_crop_box(width, height, image_size=image_size, resize_size=resize_size)
+        flip = bool(train and uniforms[_FLIP] < 0.5)
+        if data is not None and image.format == "JPEG" and data.startswith(_JPEG_START):
+            try:
+                raw = _jpeg.decode_crop(data, box, (image_size, image_size), flip, True)
+            except NotImplementedError:
+                pass  # CMYK or no end marker: Pillow's full decode below
+            except ValueError as err:
+                raise DecodeError(str(err)) from err
+            else:
+                return np.frombuffer(raw, dtype=np.uint8).reshape(image_size, image_size, 3)
         out, _ = crop_resize(image, box, image_size, reduce=reduce)
     pixels = np.asarray(out)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    if train and uniforms[_FLIP] < 0.5:
+    if flip:
         pixels = pixels[:, ::-1]
     return pixels
 

@@ -11,6 +11,7 @@ In YAML either a path (the dataset root, as ``--data DIR`` gives it) or a mappin
       workers: null             # stream: decoding processes per rank (null: the cores / ranks, at most 8)
       colour_jitter: null       # stream: brightness/contrast/saturation strength (SPOS: 0.4)
       strict: false             # stream: a corrupt image is an error instead of a counted, skipped warning
+      decoder: auto             # stream: auto | libjpeg (region JPEG decode, pynas._jpeg) | pillow
       image_size: null          # stream: the side of the training crops and evaluation centre crops (224)
       resize_size: null         # stream: evaluation resizes the shorter side to this first (image_size / 0.875)
 
@@ -21,6 +22,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Optional
+
+from pynas.data.decode import check_decoder
 
 LOADERS = ("auto", "device", "stream")
 
@@ -35,6 +38,7 @@ class DataOptions:
     workers: Optional[int] = None
     colour_jitter: Optional[float] = None
     strict: bool = False
+    decoder: str = "auto"
     image_size: Optional[int] = None
     resize_size: Optional[int] = None
 
@@ -92,6 +96,7 @@ def data_options(value: Any) -> DataOptions:
         workers=_positive_int(value.get("workers"), "workers"),
         colour_jitter=None if jitter is None else float(jitter),
         strict=strict,
+        decoder=check_decoder(value.get("decoder", "auto"), "data.decoder"),
         image_size=_positive_int(value.get("image_size"), "image_size"),
         resize_size=_positive_int(value.get("resize_size"), "resize_size"),
     )

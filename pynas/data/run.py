@@ -100,9 +100,10 @@ def load_run_data(
     train_part, valid_part, cut = cut_training_set(data, options, valid_fraction=valid_fraction, seed=seed)
     common: dict[str, Any] = dict(batch_size=batch_size, drop_last=True, memory_format=memory_format, device=device)
     if isinstance(data, FileDataset):
-        common.update(workers=options.workers, strict=options.strict)
-    elif options.colour_jitter is not None or options.workers is not None or options.strict:
-        raise ValueError(f"data.colour_jitter, data.workers and data.strict concern streamed datasets; "
+        common.update(workers=options.workers, strict=options.strict, decoder=options.decoder)
+    elif options.colour_jitter is not None or options.workers is not None or options.strict \
+            or options.decoder != "auto":
+        raise ValueError(f"data.colour_jitter, data.workers, data.strict and data.decoder concern streamed datasets; "
                          f"{dataset!r} was decoded onto the device (set data.loader=stream to stream it)")
     jitter = {"colour_jitter": options.colour_jitter} if isinstance(data, FileDataset) else {}
     train_loader = make_loader(train_part, augment=augment, seed=seed, **jitter, **common)

@@ -37,7 +37,9 @@ import numpy as np
 import torch
 
 from pynas.data.augment import channel_stats_tensor, normalize
-from pynas.data.decode import DRAWS, DecodeError, decode_sample, draft_scale, jitter_coefficients, open_image
+from pynas.data.decode import (
+    DRAWS, DecodeError, check_decoder, decode_sample, draft_scale, jitter_coefficients, open_image,
+)
 from pynas.data.loader import (
     MEMORY_FORMATS,
     DeviceDataset,
@@ -224,13 +226,14 @@ def _sample_uniforms(seed: int, epoch: int, position: int) -> list[float]:
 class _Decoder(torch.utils.data.Dataset):
     """Runs in the workers: a _Request in, a decoded uint8 _Batch out."""
 
-    def __init__(self, dataset: FileDataset, *, train: bool, colour_jitter: float | None):
+    def __init__(self, dataset: FileDataset, *, train: bool, colour_jitter: float | None, decoder: str):
         self.paths = dataset.paths
         self.labels = dataset.labels.numpy()
         self.image_size = dataset.image_size
         self.resize_size = dataset.resize_size
         self.train = train
         self.colour_jitter = colour_jitter
+        self.decoder = decoder
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -248,7 +251,8 @@ class _Decoder(torch.utils.data.Dataset):
             path = str(self.paths[row])
             try:
                 pixels[kept] = decode_sample(path, train=self.train, image_size=size,
-                                             resize_size=self.resize_size, uniforms=uniforms)
+                                             resize_size=self.resize_size, uniforms=uniforms,
+                                             decoder=self.decoder)
             except DecodeError as err:
                 skipped.append((path, str(err)))
                 continue
@@ -344,6 +348,10 @@ class StreamLoader(EpochCursor):
     Unreadable images are skipped (that batch is one sample smaller), named
     in a warning and recorded in `skipped` as (path, reason), one entry per
     skipped sample; strict=True raises ValueError naming the file instead.
+
+    decoder: "auto" (region JPEG decode where pynas._jpeg was built, else
+    Pillow), "libjpeg" (the region decoder, an error where not built) or
+    "pillow" (see pynas.data.decode).
     A file that fails is skipped again in every epoch.
     """
 
@@ -365,6 +373,7 @@ class StreamLoader(EpochCursor):
         workers: int | None = None,
         prefetch: int = 2,
         strict: bool = False,
+        decoder: str = "auto",
     ):
         if not isinstance(dataset, FileDataset):
             raise ValueError(f"StreamLoader: dataset must be a FileDataset, got {type(dataset).__name__}")
@@ -399,6 +408,7 @@ class StreamLoader(EpochCursor):
             raise ValueError(f"StreamLoader: prefetch must be an int >= 1 (batches per worker), got {prefetch!r}")
         self.check_batching(len(dataset), batch_size=batch_size, world_size=world_size, drop_last=drop_last,
                             what="StreamLoader")
+        self.decoder = check_decoder(decoder, "StreamLoader: decoder")
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -421,7 +431,7 @@ class StreamLoader(EpochCursor):
         self._iteration = 0
         self._order_cache: tuple[int, np.ndarray] | None = None
         self._plan = _Plan()
-        self._decoder = _Decoder(dataset, train=train, colour_jitter=colour_jitter)
+        self._decoder = _Decoder(dataset, train=train, colour_jitter=colour_jitter, decoder=self.decoder)
         self._loader: torch.utils.data.DataLoader | None = None
         self._mean = channel_stats_tensor(dataset.mean, device=device)
         self._std = channel_stats_tensor(dataset.std, device=device)
@@ -599,6 +609,7 @@ def make_loader(
     workers: int | None = None,
     prefetch: int = 2,
     strict: bool = False,
+    decoder: str = "auto",
 ) -> DeviceLoader | StreamLoader:
     """The loader for `dataset`: a DeviceLoader for a DeviceDataset, a StreamLoader for a FileDataset.
 
@@ -607,7 +618,7 @@ def make_loader(
     FileDataset True means train=True (RandomResizedCrop + flip), False the
     evaluation resize + centre crop. `device` (default: the DeviceDataset's
     own, the CPU for files) moves a DeviceDataset there when it differs.
-    colour_jitter exists only for streams; workers, prefetch and strict
+    colour_jitter exists only for streams; workers, prefetch, strict and decoder
     concern file decoding and are ignored for a DeviceDataset (its images
     were decoded, strictly, when it was made).
     """
@@ -631,5 +642,5 @@ def make_loader(
                              f"got {type(augment).__name__}")
         return StreamLoader(dataset, train=augment, colour_jitter=colour_jitter,
                             device=device if device is not None else "cpu", workers=workers, prefetch=prefetch,
-                            strict=strict, **common)
+                            strict=strict, decoder=decoder, **common)
     raise ValueError(f"make_loader: dataset must be a DeviceDataset or a FileDataset, got {type(dataset).__name__}")
