@@ -209,3 +209,12 @@ def test_decoder_option(monkeypatch):
     with pytest.raises(ValueError, match="data.decoder is libjpeg but pynas was built without pynas._jpeg"):
         data_options({"decoder": "libjpeg"})
     assert data_options({"decoder": "auto"}).decoder == "auto"
+
+
+def test_image_size_reads_the_header():
+    for size in ((500, 375), (333, 500)):
+        assert jpeg.image_size(_photo(size=size)) == size
+    with pytest.raises(ValueError, match="empty file"):
+        jpeg.image_size(b"")
+    with pytest.raises(ValueError):
+        jpeg.image_size(b"\x89PNG\r\n\x1a\n" + bytes(64))

@@ -415,10 +415,45 @@ static PyObject *decode_crop(PyObject *self, PyObject *args, PyObject *kwargs) {
   return out;
 }
 
+PyDoc_STRVAR(image_size_doc,
+"image_size(data) -> (width, height)\n"
+"\n"
+"The size of the JPEG `data` (bytes-like) from its header; ValueError when libjpeg cannot read one.");
+
+static PyObject *image_size(PyObject *self, PyObject *args) {
+  (void)self;
+  Py_buffer view;
+  if (!PyArg_ParseTuple(args, "y*", &view)) return NULL;
+  struct jpeg_decompress_struct cinfo;
+  ErrorState err;
+  memset(&err, 0, sizeof(err));
+  cinfo.err = jpeg_std_error(&err.base);
+  err.base.error_exit = on_error;
+  err.base.emit_message = on_message;
+  if (setjmp(err.escape)) {
+    jpeg_destroy_decompress(&cinfo);
+    PyBuffer_Release(&view);
+    PyErr_SetString(PyExc_ValueError, err.message);
+    return NULL;
+  }
+  jpeg_create_decompress(&cinfo);
+  if (view.len <= 0) {
+    strcpy(err.message, "empty file");
+    longjmp(err.escape, 1);
+  }
+  jpeg_mem_src(&cinfo, (const unsigned char *)view.buf, (unsigned long)view.len);
+  jpeg_read_header(&cinfo, TRUE);
+  const int width = (int)cinfo.image_width, height = (int)cinfo.image_height;
+  jpeg_destroy_decompress(&cinfo);
+  PyBuffer_Release(&view);
+  return Py_BuildValue("(ii)", width, height);
+}
+
 static PyMethodDef methods[] = {
     {"decode_region", (PyCFunction)(void (*)(void))decode_region, METH_VARARGS | METH_KEYWORDS,
      decode_region_doc},
     {"decode_crop", (PyCFunction)(void (*)(void))decode_crop, METH_VARARGS | METH_KEYWORDS, decode_crop_doc},
+    {"image_size", image_size, METH_VARARGS, image_size_doc},
     {NULL, NULL, 0, NULL},
 };
 

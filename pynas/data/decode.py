@@ -221,6 +221,14 @@ def _read(path: str) -> bytes:
         raise DecodeError(err.strerror or str(err)) from err
 
 
+def _sample_box(width: int, height: int, train: bool, image_size: int, resize_size: int, uniforms):
+    """The region of a width x height image a sample shows, and whether it is mirrored."""
+    if train:
+        left, top, w, h = random_resized_crop_box(width, height, uniforms)
+        return (left, top, left + w, top + h), bool(uniforms[_FLIP] < 0.5)
+    return centre_crop_box(width, height, image_size=image_size, resize_size=resize_size), False
+
+
 def decode_sample(
     path: str,
     *,
@@ -237,25 +245,27 @@ def decode_sample(
     decoder: "auto"/"libjpeg" decode JPEGs by region when pynas._jpeg exists (see the module's
     docstring), "pillow" always with Pillow (at the draft scale when `reduce`)."""
     data = _read(path) if decoder != "pillow" and _jpeg is not None else None
+    if data is not None and data.startswith(_JPEG_START):
+        try:
+            width, height = _jpeg.image_size(data)  # a tenth of what opening it with Pillow costs
+        except ValueError:
+            pass  # Pillow, below, names what is wrong with the file
+        else:
+            if width >= 1 and height >= 1:
+                box, flip = _sample_box(width, height, train, image_size, resize_size, uniforms)
+                try:
+                    raw = _jpeg.decode_crop(data, box, (image_size, image_size), flip, True)
+                except NotImplementedError:
+                    pass  # CMYK or no end marker: Pillow's full decode below
+                except ValueError as err:
+                    raise DecodeError(str(err)) from err
+                else:
+                    return np.frombuffer(raw, dtype=np.uint8).reshape(image_size, image_size, 3)
     with open_image(io.BytesIO(data) if data is not None else path) as image:
         width, height = image.size
         if width < 1 or height < 1:
             raise DecodeError(f"empty image ({width}x{height})")
-        if train:
-            left, top, w, h = random_resized_crop_box(width, height, uniforms)
-            box = (left, top, left + w, top + h)
-        else:
-            box = centre_crop_box(width, height, image_size=image_size, resize_size=resize_size)
-        flip = bool(train and uniforms[_FLIP] < 0.5)
-        if data is not None and image.format == "JPEG" and data.startswith(_JPEG_START):
-            try:
-                raw = _jpeg.decode_crop(data, box, (image_size, image_size), flip, True)
-            except NotImplementedError:
-                pass  # CMYK or no end marker: Pillow's full decode below
-            except ValueError as err:
-                raise DecodeError(str(err)) from err
-            else:
-                return np.frombuffer(raw, dtype=np.uint8).reshape(image_size, image_size, 3)
+        box, flip = _sample_box(width, height, train, image_size, resize_size, uniforms)
         out, _ = crop_resize(image, box, image_size, reduce=reduce)
     pixels = np.asarray(out)
     if pixels.ndim == 2:
