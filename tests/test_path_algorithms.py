@@ -11,6 +11,7 @@ from pynas.algorithms.single_path import SinglePathSearch
 from pynas.commands.search import run_search
 from pynas.spaces import create_space
 from pynas.spaces.path_space import Constraint
+from pynas.training.checkpoint import load_checkpoint
 
 from conftest import DATA_DIR
 from test_search import _image_folder
@@ -160,7 +161,7 @@ def test_search_phase_resumes_after_kill(tmp_path):
             run_search(cfg, out_dir=tmp_path / "killed", progress=False)
     finally:
         path_search.save_checkpoint = original
-    state = torch.load(tmp_path / "killed" / "search_state.pt", weights_only=False)["strategy"]
+    state = load_checkpoint(tmp_path / "killed" / "search_state.pt")["strategy"]
     assert state["generation"] >= 1
     resumed = run_search(cfg, out_dir=tmp_path / "killed", progress=False)
     assert resumed["path"] == full["path"]

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Optional, Tuple
 
 from pynas.algorithms import create_algorithm
-from pynas.config import save_yaml
 from pynas.data.options import data_options
 from pynas.data.run import RunData, load_run_data, write_split_record
 from pynas.data.stream import FileDataset, make_loader
@@ -37,7 +36,8 @@ from pynas.spaces.path_spec import path_record as make_path_record
 from pynas.training.checkpoint import load_checkpoint, save_checkpoint
 from pynas.training import distributed
 from pynas.training.guard import Preempted, StopSignals
-from pynas.training.search import SearchRunner, write_json
+from pynas.training.run_config import record_run_config
+from pynas.training.search import CHECKPOINT, SearchRunner, write_json
 
 from .common import place_supernet, resolve_device, seed_everything
 
@@ -141,8 +141,9 @@ def _run_path_search(cfg: dict, *, out_dir: Path, progress: bool, stop: StopSign
     out_dir.mkdir(parents=True, exist_ok=True)
     distributed.init_from_env(device=resolve_device(cfg["device"]).type)
     main = distributed.is_main()  # under torchrun only rank 0 writes the run dir
-    if main:
-        save_yaml(out_dir / "config.yaml", cfg)
+    # Before anything is built: a resume with other settings stops here, naming them, not in load_state_dict.
+    record_run_config(out_dir, cfg, main=main,
+                      resuming=(out_dir / CHECKPOINT).is_file() or (out_dir / SEARCH_STATE).is_file())
     seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
 

@@ -56,11 +56,11 @@ from pynas.commands.path_search import (
     evaluation_options,
     load_path_data,
 )
-from pynas.config import save_yaml
 from pynas.evaluation import evaluate_paths
 from pynas.metrics.bootstrap import check_options
 from pynas.training.checkpoint import load_checkpoint
-from pynas.training.search import SearchRunner, write_json
+from pynas.training.run_config import record_run_config
+from pynas.training.search import CHECKPOINT, SearchRunner, write_json
 
 from .ground_truth import GROUND_TRUTH, ground_truth, load_table
 from .plots import draw_study_plots
@@ -268,7 +268,8 @@ def run_rank_study(cfg: dict, *, out_dir, progress: bool = True) -> dict:
     evaluation = evaluation_options(cfg)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(out_dir / "config.yaml", cfg)
+    # A run dir holding the runner's checkpoint is resumed: with the settings it was started with.
+    record_run_config(out_dir, cfg, resuming=cfg.get("checkpoint") is None and (out_dir / CHECKPOINT).is_file())
     seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
     data = load_path_data(cfg, device=device)
