@@ -24,6 +24,7 @@ numpy array, so for them alone the few numpy globals an array of numbers needs a
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -134,12 +135,12 @@ def _legacy_numpy_globals() -> list:
 
 
 def _unpickle(path: Path, data, *, legacy: bool) -> Any:
+    # Version 1 stored np.random.get_state()'s array: allow exactly what rebuilding it needs, for this load only.
+    allowed = torch.serialization.safe_globals(_legacy_numpy_globals()) if legacy else contextlib.nullcontext()
     try:
-        if legacy:
-            with torch.serialization.safe_globals(_legacy_numpy_globals()):
-                return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:
+        with allowed:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure to read is the file's fault, reported with its name
         text = str(err)
         if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
             raise ValueError(
@@ -147,8 +148,9 @@ def _unpickle(path: Path, data, *, legacy: bool) -> Any:
                 f"values, which unpickling could use to run code ({text.splitlines()[0][:200]}); pynas never "
                 f"writes such checkpoints, so it is foreign or tampered with: delete it to restart the run, or "
                 f"restore it from a copy you trust") from None
-        raise ValueError(f"{path}: not a readable pynas checkpoint ({text.splitlines()[0][:200] if text else type(err).__name__}); "
-                         f"delete it to restart the run, or restore it from a copy") from None
+        reason = text.splitlines()[0][:200] if text else type(err).__name__
+        raise ValueError(f"{path}: not a readable pynas checkpoint ({reason}); delete it to restart the run, or "
+                         f"restore it from a copy") from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
