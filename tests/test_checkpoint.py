@@ -29,7 +29,7 @@ from pynas.training.run_config import HISTORY, SAFE_RESUME_KEYS, compare_configs
 from pynas.training.train import MACRO_TRAIN_DEFAULTS, lr_at
 
 from test_rank import CIFAR10, MACRO_JSON, needs_cifar, needs_macro
-from test_search import _tiny_config
+from test_search import CELL_ALGORITHMS, _algo, _batch, _tiny_config
 
 
 class _Evil:
@@ -142,6 +142,21 @@ def test_headerless_checkpoint_of_an_older_pynas_loads_with_a_warning(tmp_path):
     assert state["step"] == 7
     set_rng_state(state["rng"])
     assert _draws() == expected
+
+
+@pytest.mark.parametrize("name", CELL_ALGORITHMS)
+def test_cell_algorithm_states_load_under_weights_only(name, tmp_path):
+    """Supernet, optimisers, schedulers, scaler, stage and step counters: all tensors and plain values."""
+    algo = _algo(name, "nas-bench-201", seed=1)
+    algo.step(_batch(seed=1), _batch(seed=2))
+    save_checkpoint(tmp_path / "checkpoint.pt", {"algorithm": algo.state_dict(), "rng": rng_state()})
+    twin = _algo(name, "nas-bench-201", seed=1)
+    twin.load_state_dict(load_checkpoint(tmp_path / "checkpoint.pt")["algorithm"])
+    torch.manual_seed(0)
+    a = algo.step(_batch(seed=3), _batch(seed=4))
+    torch.manual_seed(0)
+    b = twin.step(_batch(seed=3), _batch(seed=4))
+    assert float(a["loss"]) == float(b["loss"])
 
 
 # -- resume through the real code paths -----------------------------------------------------------------

@@ -11,7 +11,7 @@ from pynas.algorithms.single_path import SinglePathSearch
 from pynas.commands.search import run_search
 from pynas.spaces import create_space
 from pynas.spaces.path_space import Constraint
-from pynas.training.checkpoint import load_checkpoint
+from pynas.training.checkpoint import load_checkpoint, save_checkpoint
 
 from conftest import DATA_DIR
 from test_search import _image_folder
@@ -45,7 +45,7 @@ def test_registry_lists_the_single_path_methods():
 
 
 @pytest.mark.parametrize("name", PATH_ALGORITHMS)
-def test_steps_train_the_supernet_and_resume_exactly(name):
+def test_steps_train_the_supernet_and_resume_exactly(name, tmp_path):
     algo = make(name)
     before = copy.deepcopy(algo.supernet.state_dict())
     for s in range(2):
@@ -53,8 +53,10 @@ def test_steps_train_the_supernet_and_resume_exactly(name):
         assert torch.isfinite(torch.as_tensor(metrics["loss"]))
     after = algo.supernet.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
-    # Resume: a fresh algorithm loaded from the state continues exactly like the original.
-    state = copy.deepcopy(algo.state_dict())
+    # Resume: a fresh algorithm loaded from the state continues exactly like the original. Through a
+    # checkpoint file, so the state also has to load under weights_only=True.
+    save_checkpoint(tmp_path / "checkpoint.pt", {"algorithm": algo.state_dict()})
+    state = load_checkpoint(tmp_path / "checkpoint.pt")["algorithm"]
     twin = make(name)
     twin.load_state_dict(state)
     for s in range(2, 4):
