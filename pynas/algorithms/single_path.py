@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from pynas.spaces.path_space import Constraint, PathSpace
 from pynas.training import distributed
+from pynas.training.train import parameter_groups
 
 from ._validate import check_choice, check_nonneg_float, check_positive_float, check_positive_int
 
@@ -87,6 +88,8 @@ class SinglePathSearch:
     strategy = "evolution"
     #: the paper's learning rate at ``base_batch_size`` (used when ``lr`` is None)
     base_lr = 0.5
+    #: the method's own evaluation protocol for ``pynas search`` (keys of its ``evaluation`` section)
+    evaluation_defaults: Dict[str, Any] = {}
 
     def __init__(
         self,
@@ -102,6 +105,8 @@ class SinglePathSearch:
         grad_clip: float = 0.0,
         nesterov: bool = False,
         schedule: str = "linear",
+        min_lr: float = 0.0,
+        no_wd_bn_bias: bool = False,
         amp: str = "none",
         constraint: Optional[Constraint] = None,
         seed: int = 0,
@@ -141,14 +146,24 @@ class SinglePathSearch:
             lr = self.base_lr * check_positive_int(batch_size, "batch_size") / check_positive_int(
                 base_batch_size, "base_batch_size")
         self.lr = check_positive_float(lr, "lr")
-        self.optimizer = torch.optim.SGD(supernet.weight_parameters(), lr=self.lr,
+        self.min_lr = check_nonneg_float(min_lr, "min_lr")
+        if not isinstance(no_wd_bn_bias, bool):
+            raise TypeError(f"no_wd_bn_bias must be a bool, got {type(no_wd_bn_bias).__name__}")
+        self.no_wd_bn_bias = no_wd_bn_bias
+        weight_decay = check_nonneg_float(weight_decay, "weight_decay")
+        # SPOS's optimizer exempts BN and bias parameters from weight decay (its utils.get_parameters);
+        # pynas.training.train.parameter_groups makes the same split for the stand-alone retraining.
+        weights = {id(p) for p in supernet.weight_parameters()}
+        groups = [{**group, "params": [p for p in group["params"] if id(p) in weights]}
+                  for group in parameter_groups(supernet, weight_decay=weight_decay, no_wd_bn_bias=no_wd_bn_bias)]
+        self.optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=self.lr,
                                          momentum=check_nonneg_float(momentum, "momentum"),
-                                         weight_decay=check_nonneg_float(weight_decay, "weight_decay"),
-                                         nesterov=bool(nesterov))
+                                         weight_decay=weight_decay, nesterov=bool(nesterov))
         if self.schedule == "linear":
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_decay(self.epochs, None))
         elif self.schedule == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.epochs)
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.epochs,
+                                                                        eta_min=self.min_lr)
         else:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda epoch: 1.0)
         self.scaler = torch.amp.GradScaler(enabled=self.amp == "fp16")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
-from pynas.algorithms import create_algorithm
+from pynas.algorithms import ALGORITHMS, create_algorithm
 from pynas.data.options import data_options
 from pynas.data.run import RunData, load_run_data, write_split_record
 from pynas.data.stream import FileDataset, make_loader
@@ -43,7 +43,9 @@ from .common import place_supernet, resolve_device, seed_everything
 
 SEARCH_STATE = "search_state.pt"
 EVALUATION_KEYS = ("recalibrate_batches", "eval_batches", "bn", "momentum", "strategy", "paths_per_pass",
-                   "rows_per_call", "memory_format")
+                   "rows_per_call", "memory_format", "recalibrate_batch_size", "eval_batch_size")
+#: how the evaluation batches are cut, not arguments of evaluate_paths
+BATCH_SIZE_KEYS = ("recalibrate_batch_size", "eval_batch_size")
 
 
 def create_path_space(name: str, *, num_classes: int, in_channels: int, input_size: int, options: dict) -> PathSpace:
@@ -98,32 +100,86 @@ def build_path_algorithm(cfg: dict, data: PathData, *, device) -> Tuple[PathSpac
     return space, constraint, algorithm
 
 
+def algorithm_evaluation_defaults(algo: Optional[str]) -> dict:
+    """The method's own evaluation protocol (e.g. SPOS's 200 x 128 recalibration, 40 x 200 scoring), or {}."""
+    if not algo or algo not in ALGORITHMS.names():
+        return {}
+    return dict(getattr(ALGORITHMS.get(algo), "evaluation_defaults", None) or {})
+
+
 def evaluation_options(cfg: dict) -> dict:
-    """``cfg['evaluation']`` checked against the keywords of :func:`evaluate_paths` used here, with the
-    run defaults (10 recalibration batches, 5 evaluation batches)."""
+    """``cfg['evaluation']`` checked against the keywords of :func:`evaluate_paths` used here (plus the
+    batch sizes ``recalibrate_batch_size``/``eval_batch_size``, default the run's ``batch_size``), over the
+    method's own defaults (``evaluation_defaults`` of the algorithm: SPOS's 200 x 128 and 40 x 200), over
+    the run defaults (10 recalibration batches, 5 evaluation batches)."""
     evaluation = {k: v for k, v in (cfg.get("evaluation") or {}).items() if k in EVALUATION_KEYS}
     unknown = set(cfg.get("evaluation") or {}) - set(EVALUATION_KEYS)
     if unknown:
         raise ValueError(f"evaluation: unknown keys {sorted(unknown)}; known: {list(EVALUATION_KEYS)}")
+    method = algorithm_evaluation_defaults(cfg.get("algo"))
+    for count_key, size_key in (("recalibrate_batches", "recalibrate_batch_size"), ("eval_batches", "eval_batch_size")):
+        if count_key in evaluation:  # a count the config gives keeps the run's batch size unless it gives one too
+            method.pop(size_key, None)
+    for key, value in method.items():
+        evaluation.setdefault(key, value)
     evaluation.setdefault("recalibrate_batches", 10)
     evaluation.setdefault("eval_batches", 5)
+    for key in BATCH_SIZE_KEYS:
+        value = evaluation.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"evaluation.{key} must be an int >= 1 or null (the run's batch_size), got {value!r}")
     return evaluation
+
+
+def evaluate_kwargs(evaluation: dict) -> dict:
+    """The options of :func:`evaluate_paths` in ``evaluation`` (without the batch sizes)."""
+    return {k: v for k, v in evaluation.items() if k not in BATCH_SIZE_KEYS}
+
+
+def capped_batches(images: int, batch: int, count: Optional[int]) -> Tuple[int, Optional[int]]:
+    """The scaling rule for splits smaller than a protocol asks: ``(batch, count)`` that fit ``images``.
+
+    A protocol (SPOS: 200 batches of 128 training images, 40 of 200 validation
+    images) is kept whole when the split holds ``batch x count`` images.
+    Otherwise the batch size is kept and the count drops to the whole batches
+    the split holds (``images // batch``: every image used at most once); a
+    split smaller than one batch gives one batch of all its images.
+    ``count=None`` (every batch) is left as is.
+    """
+    if count is None:
+        return batch, None
+    if images < batch:
+        return max(images, 1), min(count, 1)
+    return batch, min(count, images // batch)
 
 
 def evaluation_batches(cfg: dict, data: PathData, evaluation: dict) -> Tuple[list, list]:
     """Fixed batches, read once: every candidate (and a resumed run) is scored on the same
-    recalibration (training part, not augmented) and validation images."""
-    batch = cfg["batch_size"]
+    recalibration (training part, not augmented) and validation images.
+
+    Batch sizes: ``evaluation.recalibrate_batch_size``/``eval_batch_size``, else the
+    run's ``batch_size``. When a method's own protocol (``evaluation_defaults``) asks
+    for more images than a split holds, :func:`capped_batches` scales it down and
+    ``evaluation`` records the counts used; counts the config gave explicitly are
+    never capped (too few images is then an error).
+    """
     options = data_options(cfg.get("data"))
+    given = cfg.get("evaluation") or {}
     out = []
-    for part, seed, count in ((data.train_part, cfg["seed"] + 2, evaluation["recalibrate_batches"]),
-                              (data.valid_part, cfg["seed"] + 3, evaluation["eval_batches"])):
+    for part, seed, size_key, count_key in ((data.train_part, cfg["seed"] + 2, "recalibrate_batch_size",
+                                             "recalibrate_batches"),
+                                            (data.valid_part, cfg["seed"] + 3, "eval_batch_size", "eval_batches")):
+        batch = evaluation.get(size_key) or cfg["batch_size"]
+        count = evaluation[count_key]
+        if count_key not in given and count:
+            batch, count = capped_batches(len(part), batch, count)
+            evaluation[size_key], evaluation[count_key] = batch, count
         streamed = isinstance(part, FileDataset)
         loader = make_loader(part, batch_size=batch, augment=False, drop_last=True, seed=seed,
                              device=data.train_loader.device if streamed else None,
                              **(dict(workers=options.workers, strict=options.strict) if streamed else {}))
         try:
-            out.append(_first_batches(loader, count))
+            out.append(_first_batches(loader, count) if count else [])
         finally:
             if streamed:
                 loader.close()
@@ -163,7 +219,7 @@ def _run_path_search(cfg: dict, *, out_dir: Path, progress: bool, stop: StopSign
 
     def score(paths):
         return evaluate_paths(algorithm.supernet, paths, eval_batches, recalibrate_data=recal_batches,
-                              amp=cfg["amp"], **evaluation).accuracy
+                              amp=cfg["amp"], **evaluate_kwargs(evaluation)).accuracy
 
     state_path = out_dir / SEARCH_STATE
     state = load_checkpoint(state_path)["strategy"] if state_path.is_file() else None

@@ -448,3 +448,32 @@ def path_losses(supernet: nn.Module, paths: Any, batch: Batch, *, amp: str = "no
     p, n = logits.shape[:2]
     losses = F.cross_entropy(logits.reshape(p * n, -1), y.unsqueeze(0).expand(p, n).reshape(-1), reduction="none")
     return losses.view(p, n).mean(1).cpu()
+
+
+def path_accuracy_and_loss(supernet: nn.Module, paths: Any, batch: Batch, *, amp: str = "none") -> Tensor:
+    """``[P, 2]``: each path's top-1 accuracy and mean cross-entropy on one batch, train-mode BN.
+
+    GreedyNAS ranks its sampled paths by top-1 accuracy on validation data
+    (mmrazor ``subnet_sampler_loop.py`` ``score_key='accuracy/top1'``); the
+    loss breaks the ties a small batch makes frequent. All P paths run in one
+    pass without gradients. Deviation: mmrazor scores in eval mode with the
+    supernet's running BN statistics; here each path normalises with its own
+    batch statistics, as :func:`path_losses` does (shared running statistics
+    mix every path's, and per-path recalibration per step is unaffordable).
+    """
+    _check_supernet(supernet)
+    paths = _check_paths(supernet, paths)
+    device = _device_of(supernet)
+    x, y = batch[0].to(device), batch[1].to(device)
+    was_training = supernet.training
+    supernet.train()
+    try:
+        with torch.no_grad(), _autocast(amp, device):
+            logits = supernet.forward_paths(x, paths).float()
+    finally:
+        supernet.train(was_training)
+    p, n = logits.shape[:2]
+    targets = y.unsqueeze(0).expand(p, n)
+    losses = F.cross_entropy(logits.reshape(p * n, -1), targets.reshape(-1), reduction="none").view(p, n).mean(1)
+    accuracy = (logits.argmax(-1) == targets).float().mean(1)
+    return torch.stack([accuracy, losses], 1).cpu()

@@ -54,6 +54,7 @@ from pynas.commands.path_search import (
     create_path_space,
     evaluation_batches,
     evaluation_options,
+    evaluate_kwargs,
     load_path_data,
 )
 from pynas.evaluation import evaluate_paths
@@ -188,7 +189,7 @@ class _Evaluator:
         if found is not None:
             return found
         result = evaluate_paths(self.algorithm.supernet, self.paths, self.valid, recalibrate_data=self.recal,
-                                amp=self.amp, **self.evaluation)
+                                amp=self.amp, **evaluate_kwargs(self.evaluation))
         record = {"epoch": epoch, "indices": self.indices.tolist(), "evaluation": self.evaluation,
                   "accuracy": result.accuracy.tolist(), "loss": result.loss.tolist(), "samples": result.samples,
                   "seconds": result.seconds, "source": source}
