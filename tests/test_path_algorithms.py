@@ -134,7 +134,8 @@ def test_spos_evaluation_defaults_and_their_scaling_rule():
     mine = evaluation_options({"algo": "spos", "evaluation": {"recalibrate_batches": 5}})
     assert mine["recalibrate_batches"] == 5 and "recalibrate_batch_size" not in mine  # the run's batch size
     assert mine["eval_batch_size"] == 200
-    assert evaluation_options({"algo": "fairnas"}) == {"recalibrate_batches": 10, "eval_batches": 5}
+    assert evaluation_options({"algo": "fairnas"}) == {"bn": "recalibrate", "recalibrate_batches": 10,
+                                                       "eval_batches": 5, "rerank": "off"}
     assert capped_batches(100_000, 128, 200) == (128, 200)  # enough images: SPOS's protocol whole
     assert capped_batches(1000, 128, 200) == (128, 7)  # whole batches the split holds
     assert capped_batches(50, 200, 40) == (50, 1)  # fewer than one batch: one batch of all

@@ -30,6 +30,7 @@ from pynas.data.options import data_options
 from pynas.data.run import RunData, load_run_data, write_split_record
 from pynas.data.stream import FileDataset, make_loader
 from pynas.evaluation import evaluate_paths
+from pynas.evaluation.paths import BN_POLICIES
 from pynas.spaces import SPACES, create_space
 from pynas.spaces.path_space import Constraint, PathSpace
 from pynas.spaces.path_spec import path_record as make_path_record
@@ -42,10 +43,14 @@ from pynas.training.search import CHECKPOINT, SearchRunner, write_json
 from .common import place_supernet, resolve_device, seed_everything
 
 SEARCH_STATE = "search_state.pt"
-EVALUATION_KEYS = ("recalibrate_batches", "eval_batches", "bn", "momentum", "strategy", "paths_per_pass",
-                   "rows_per_call", "memory_format", "recalibrate_batch_size", "eval_batch_size")
+EVALUATION_KEYS = ("recalibrate_batches", "eval_batches", "bn", "protocol", "momentum", "strategy", "paths_per_pass",
+                   "rows_per_call", "memory_format", "recalibrate_batch_size", "eval_batch_size", "rerank")
 #: how the evaluation batches are cut, not arguments of evaluate_paths
 BATCH_SIZE_KEYS = ("recalibrate_batch_size", "eval_batch_size")
+#: keys of the ``evaluation`` section that are not arguments of evaluate_paths
+NON_EVALUATE_KEYS = BATCH_SIZE_KEYS + ("rerank",)
+#: ``evaluation.rerank``: "off", or "all" (the search's best ``rerank_top`` re-scored on the whole validation split)
+RERANK_CHOICES = ("off", "all")
 
 
 def create_path_space(name: str, *, num_classes: int, in_channels: int, input_size: int, options: dict) -> PathSpace:
@@ -116,6 +121,17 @@ def evaluation_options(cfg: dict) -> dict:
     unknown = set(cfg.get("evaluation") or {}) - set(EVALUATION_KEYS)
     if unknown:
         raise ValueError(f"evaluation: unknown keys {sorted(unknown)}; known: {list(EVALUATION_KEYS)}")
+    # ``protocol`` names the batch-norm mode of scoring (recalibrate | running | batch): the evaluator's ``bn``.
+    # Every method has its own (``evaluation_defaults``); a config (``pynas rank`` included) overrides it with
+    # either key, so protocols can be compared on one trained supernet.
+    if "protocol" in evaluation:
+        protocol = evaluation.pop("protocol")
+        if protocol not in BN_POLICIES:
+            raise ValueError(f"evaluation.protocol must be one of {BN_POLICIES}, got {protocol!r}")
+        if "bn" in evaluation and evaluation["bn"] != protocol:
+            raise ValueError(f"evaluation.protocol ({protocol!r}) and evaluation.bn ({evaluation['bn']!r}) disagree; "
+                             f"give one of them")
+        evaluation["bn"] = protocol
     method = algorithm_evaluation_defaults(cfg.get("algo"))
     for count_key, size_key in (("recalibrate_batches", "recalibrate_batch_size"), ("eval_batches", "eval_batch_size")):
         if count_key in evaluation:  # a count the config gives keeps the run's batch size unless it gives one too
@@ -124,6 +140,9 @@ def evaluation_options(cfg: dict) -> dict:
         evaluation.setdefault(key, value)
     evaluation.setdefault("recalibrate_batches", 10)
     evaluation.setdefault("eval_batches", 5)
+    evaluation.setdefault("rerank", "off")
+    if evaluation["rerank"] not in RERANK_CHOICES:
+        raise ValueError(f"evaluation.rerank must be one of {RERANK_CHOICES}, got {evaluation['rerank']!r}")
     for key in BATCH_SIZE_KEYS:
         value = evaluation.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -132,8 +151,8 @@ def evaluation_options(cfg: dict) -> dict:
 
 
 def evaluate_kwargs(evaluation: dict) -> dict:
-    """The options of :func:`evaluate_paths` in ``evaluation`` (without the batch sizes)."""
-    return {k: v for k, v in evaluation.items() if k not in BATCH_SIZE_KEYS}
+    """The options of :func:`evaluate_paths` in ``evaluation`` (without the batch sizes and ``rerank``)."""
+    return {k: v for k, v in evaluation.items() if k not in NON_EVALUATE_KEYS}
 
 
 def capped_batches(images: int, batch: int, count: Optional[int]) -> Tuple[int, Optional[int]]:
@@ -184,6 +203,45 @@ def evaluation_batches(cfg: dict, data: PathData, evaluation: dict) -> Tuple[lis
             if streamed:
                 loader.close()
     return out[0], out[1]
+
+
+def validation_split_batches(cfg: dict, data: PathData, evaluation: dict) -> list:
+    """Every image of the validation split, in batches of ``evaluation.eval_batch_size`` (the last one
+    partial), not augmented: RandomNAS's re-scoring set (``evaluate(arch, split='valid')`` runs
+    ``len(self.valid_queue)`` batches, randomNAS_release ``benchmarks/cnn/darts/darts_wrapper_discrete.py``
+    lines 192-195)."""
+    options = data_options(cfg.get("data"))
+    part = data.valid_part
+    streamed = isinstance(part, FileDataset)
+    loader = make_loader(part, batch_size=evaluation.get("eval_batch_size") or cfg["batch_size"], augment=False,
+                         shuffle=False, drop_last=False, seed=cfg["seed"] + 4,
+                         device=data.train_loader.device if streamed else None,
+                         **(dict(workers=options.workers, strict=options.strict) if streamed else {}))
+    try:
+        return list(loader)
+    finally:
+        if streamed:
+            loader.close()
+
+
+def rerank_option(cfg: dict, data: PathData, evaluation: dict, algorithm, recal_batches: list) -> dict:
+    """``{"rerank_fn": ...}`` when ``evaluation.rerank`` is "all" (RandomNAS's default), else {}.
+
+    The re-scoring uses the same protocol as the search's scores, on the whole validation split.
+    """
+    if evaluation.get("rerank", "off") == "off" or "rerank_fn" in (cfg.get("search") or {}):
+        return {}
+    if algorithm.strategy != "random":
+        raise ValueError(f"evaluation.rerank='all' re-scores a random search's best paths; {cfg['algo']} searches "
+                         f"with {algorithm.strategy!r}")
+    full = validation_split_batches(cfg, data, evaluation)
+    options = {**evaluate_kwargs(evaluation), "eval_batches": None}
+
+    def rerank(paths):
+        return evaluate_paths(algorithm.supernet, paths, full, recalibrate_data=recal_batches, amp=cfg["amp"],
+                              **options).accuracy
+
+    return {"rerank_fn": rerank}
 
 
 def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True, stop: Optional[StopSignals] = None) -> dict:
@@ -242,7 +300,7 @@ def _run_path_search(cfg: dict, *, out_dir: Path, progress: bool, stop: StopSign
         raise Preempted(signum, checkpoint=runner.checkpoint_path, written=False, where="after supernet training")
     t1 = time.perf_counter()
     found = algorithm.search(score, state=state, on_generation=on_generation, on_state=on_state,
-                             **(cfg.get("search") or {}))
+                             **rerank_option(cfg, data, evaluation, algorithm, recal_batches), **(cfg.get("search") or {}))
     search_phase_seconds = time.perf_counter() - t1
     best = tuple(int(v) for v in found.best_path)
     # path.json (format 2): the path and the space's resolved options, enough for ``pynas train --path``.

@@ -514,6 +514,8 @@ class EPSSampler(PathSampler):
         self.counts: List[int] = [0] * self.population_size
         self.active: List[int] = self._draw_active()
         self.evolutions = 0
+        self.scored_best: Optional[Tuple[Path, float]] = None  # set by every scoring, read by EPS at once
+        self.scored_at = -1
 
     def _draw_active(self) -> List[int]:
         order = torch.randperm(len(self.members), generator=self.generator)[: self.sample_size]
@@ -534,6 +536,15 @@ class EPSSampler(PathSampler):
         for i, value in zip(self.active, values):
             self.scores[i] = value if self.counts[i] == 0 else m * self.scores[i] + (1 - m) * value
             self.counts[i] += 1
+        # The population's best right after scoring, before evolution drops the oldest: the authors'
+        # snapshot file of this iteration (searcher.py lines 304-316 write it before select()).
+        self.scored_best = self.best()
+        self.scored_at = self.steps
+
+    def score_now(self, score_fn: Optional[ScoreFn] = None) -> None:
+        """Score the trained group without evolving (the snapshot after the last training iteration,
+        searcher.py lines 324-330)."""
+        self._evaluate(self._pick_score_fn(score_fn, self.score_fn))
 
     def _rank_key(self, i: int):
         unscored = self.counts[i] == 0
