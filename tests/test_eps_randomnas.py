@@ -223,3 +223,26 @@ def test_bad_eps_arguments():
     net = sp.build_supernet()
     with pytest.raises(ValueError, match="inputs"):
         path_losses_own_batches(net, sp.sample(2), torch.randn(3, 4, 3, 8, 8), torch.zeros(3, 4, dtype=torch.long))
+
+
+def test_randomnas_cli_rescores_its_best_on_the_whole_validation_split(tmp_path, monkeypatch):
+    import pynas.commands.path_search as path_search
+    from pynas.commands.search import run_search
+    from test_path_algorithms import _path_config
+
+    calls = []
+    original = path_search.evaluate_paths
+
+    def spy(supernet, paths, data, **kwargs):
+        calls.append((int(torch.as_tensor(paths).shape[0]), sum(int(b[1].shape[0]) for b in data), kwargs))
+        return original(supernet, paths, data, **kwargs)
+
+    monkeypatch.setattr(path_search, "evaluate_paths", spy)
+    cfg = _path_config(tmp_path, "randomnas")
+    result = run_search(cfg, out_dir=tmp_path / "run", progress=False)
+    assert result["evaluation"]["bn"] == "running" and result["evaluation"]["rerank"] == "all"
+    proxy = [c for c in calls if c[2].get("eval_batches") is not None]
+    full = [c for c in calls if c[2].get("eval_batches") is None]
+    assert proxy and all(c[2]["bn"] == "running" for c in calls)
+    assert len(full) == 1 and full[0][0] == cfg["search"]["rerank_top"]
+    assert full[0][1] > max(c[1] for c in proxy)  # every validation image, not the proxy's batches

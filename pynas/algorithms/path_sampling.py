@@ -441,12 +441,13 @@ class EPS(_ScoredSampling):
 
         try:
             base, tables = layer_cost_tables(self.space, "params")
-            return base + sum(float(t.max()) for t in tables)
+            self.max_params = base + sum(float(t.max()) for t in tables)
         except ValueError:
             if self.space.size > ENUMERATE_LIMIT:
                 raise ValueError(f"{self.space.name}: parameters are not additive over layers and the space is "
                                  f"too large to enumerate; give max_params") from None
-            return float(max(self.space.params(p) for p in self.space.all_paths().tolist()))
+            self.max_params = float(max(self.space.params(p) for p in self.space.all_paths().tolist()))
+        return self.max_params  # computed once: a property of the space
 
     def snapshot_objective(self) -> Dict[Tuple[int, ...], float]:
         """``loss + alpha exp(-beta params / max_params)`` of every snapshot best (lower is better)."""
@@ -479,7 +480,10 @@ class EPS(_ScoredSampling):
         return options
 
     def arch_snapshot(self) -> dict:
-        chosen = self.chosen_path() if self.snapshots else None
+        try:
+            chosen = self.chosen_path() if self.snapshots else None
+        except ValueError:  # max_params unknown: reported by search(), not by a progress record
+            chosen = None
         return {**super().arch_snapshot(), "snapshots": len(self.snapshots),
                 "chosen": self.space.format(chosen) if chosen is not None else None}
 

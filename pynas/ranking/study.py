@@ -29,7 +29,8 @@ Factors (config keys): path sampling = ``algo`` (spos, fairnas, greedynas, rando
 few-shot); few-shot split = ``algo: few-shot`` with ``algorithm.split_layer`` /
 ``algorithm.split_epoch``; supernet width/depth = ``space_options`` (``init_channels``,
 ``head_channels`` for nasbench-macro; ``C``, ``N`` for nas-bench-201-path); regularisation and
-augmentation = ``augment`` and ``algorithm.weight_decay``; BN policy = ``evaluation.bn`` and
+augmentation = ``augment`` and ``algorithm.weight_decay``; BN policy = ``evaluation.bn`` (or its synonym
+``evaluation.protocol``: recalibrate | running | batch; default the method's own) and
 ``evaluation.recalibrate_batches``; cell topology shared or not = ``cell_topology`` (nas-bench-201-path
 supports ``shared`` only: :class:`~pynas.supernets.nb201_path_supernet.NB201PathSupernet` sets edge e of
 every cell from path entry e, so a supernet with one topology per cell is missing).
