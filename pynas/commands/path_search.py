@@ -4,8 +4,12 @@ Two phases in one run dir, both resumable after a kill:
 
 1. supernet training (``SearchRunner``: ``checkpoint.pt``, ``metrics.jsonl``);
 2. the method's search strategy (evolution or random search), every
-   candidate scored by :func:`pynas.evaluation.evaluate_paths` (batched, BN
-   recalibrated per path) on validation batches; its state goes to
+   candidate scored by :func:`pynas.evaluation.evaluate_paths` (batched) on
+   validation batches with the method's evaluation protocol (its
+   ``evaluation_defaults``: BN recalibrated per path, shared running
+   statistics, or batch statistics; ``evaluation.protocol`` overrides it);
+   RandomNAS's best 10 are re-scored on the whole validation split
+   (``evaluation.rerank: all``); the strategy's state goes to
    ``search_state.pt`` after every generation.
 
 Outputs: the resolved ``config.yaml``, ``path.json`` (the found path, its op

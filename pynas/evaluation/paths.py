@@ -38,6 +38,12 @@ Batch-norm policies (``bn``):
   cumulative average, a float an exponential one;
 * ``"batch"``: no recalibration; evaluate with each batch's own statistics;
 * ``"running"``: no recalibration; use the supernet's shared running statistics.
+
+These are the methods' protocols (``evaluation_defaults`` of each algorithm):
+recalibration for SPOS, FairNAS, GreedyNAS and few-shot NAS, running
+statistics in eval mode for RandomNAS, batch statistics for EPS (whose
+training-time scoring, one validation batch per path, is
+:func:`path_losses_own_batches`).
 """
 from __future__ import annotations
 
