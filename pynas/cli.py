@@ -46,7 +46,8 @@ def _search_parser(sub) -> None:
     p.add_argument("--amp", choices=["none", "bf16", "fp16"])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set algorithm.order=2")
-    p.add_argument("--out", type=Path, required=True, help="run dir (resumes if it holds a checkpoint)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="run dir (resumes if it holds a checkpoint, with the settings it was started with)")
     p.add_argument("--no-progress", action="store_true")
 
 

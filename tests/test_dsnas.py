@@ -281,7 +281,7 @@ def test_resume_gives_identical_next_steps():
     assert algo.fixed  # the early fixing ran and is part of the state
     buffer.seek(0)
     resumed = make(1)
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))  # what a checkpoint load allows
     second = []
     _run(resumed, tail, second)
     assert first == second
@@ -350,3 +350,64 @@ def test_registered_and_bad_input():
         algo.arch_gradient(*batch(0), (0, 3))
     with pytest.raises(ValueError, match="alpha"):
         algo.load_state_dict({**algo.state_dict(), "alpha": [torch.zeros(2), torch.zeros(3)]})
+
+
+def test_penalty_gating_as_the_authors_code_at_the_target_and_in_the_alpha_update():
+    """network.py line 145 backpropagates the FLOPs loss iff the sampled path's FLOPs >= the target."""
+    algo = toy_dsnas(LINEAR, resource_coef=1e-3, constraint=Constraint(max_flops=115e6))
+    zero = [torch.zeros_like(a) for a in algo.alpha]
+    grads = {}
+    for path in ((0, 1, 0), (1, 1, 0), (1, 2, 1)):  # 105M (under), 115M (at), 170M (over)
+        algo._arch_step(path, [z.clone() for z in zero])
+        grads[path] = [a.grad.clone() for a in algo.alpha]
+    assert all(float(g.abs().sum()) == 0.0 for g in grads[(0, 1, 0)])  # task gradient 0, no penalty
+    for path in ((1, 1, 0), (1, 2, 1)):
+        want = algo.penalty_gradient(path)
+        assert want is not None and sum(float(w.abs().sum()) for w in want) > 0
+        for g, w in zip(grads[path], want):
+            torch.testing.assert_close(g, w)
+
+
+def test_batch_norm_parameters_get_no_weight_decay():
+    """train_imagenet.py lines 105-131: BN weights and biases in a weight-decay-0 group."""
+    algo = create_algorithm("dsnas", space=tiny_macro(), epochs=2, lr=0.1, weight_decay=4e-5)
+    norms = {id(p) for m in algo.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             for p in m.parameters(recurse=False)}
+    assert norms
+    decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in algo.optimizer.param_groups}
+    assert norms <= decay[0.0] and not norms & decay[4e-5]
+    convs = [m.weight for m in algo.supernet.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(id(w) in decay[4e-5] for w in convs)
+    assert not create_algorithm("dsnas", space=tiny_macro(), epochs=2, lr=0.1,
+                                no_wd_bn_bias=False).optimizer.param_groups[0]["weight_decay"] == 0.0
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
+def test_lr_warms_up_linearly_then_decays_by_cosine_every_iteration():
+    """devkit/core/lr_scheduler.py lines 66-88 with the config's warm-up (5 epochs from 1e-4), per iteration."""
+    epochs, per_epoch, base, start = 40, 3, 0.2, 1e-4
+    algo = create_algorithm("dsnas", space=tiny_macro(), epochs=epochs, lr=base, steps_per_epoch=per_epoch)
+    assert algo.lr_unit == "iteration" and algo.lr_warmup_epochs == 5 and algo.lr_warmup_start == 1e-4
+    warm, total = 5 * per_epoch, epochs * per_epoch
+
+    def authors(T):  # the authors' formula, written out independently
+        if T < warm:
+            return start + (base - start) * T / warm
+        return 0.0 + (base - 0.0) * (1 + math.cos(math.pi * (T - warm) / (total - warm))) / 2
+
+    seen = []
+    for _ in range(total):
+        seen.append(algo.optimizer.param_groups[0]["lr"])
+        algo.scheduler.step()
+    for T in (0, 1, warm - 1, warm, warm + 7, total - 1):
+        assert seen[T] == pytest.approx(authors(T), rel=1e-9, abs=1e-12), T
+    assert seen[0] == pytest.approx(1e-4) and max(seen) == pytest.approx(base)
+    # A training step moves the schedule by one iteration.
+    stepped = create_algorithm("dsnas", space=tiny_macro(), epochs=epochs, lr=base, steps_per_epoch=per_epoch,
+                               warmup_epochs=1)
+    stepped.step(batch(0), None)
+    assert stepped.optimizer.param_groups[0]["lr"] == pytest.approx(authors(1))
+    assert stepped.global_step == 1
+    # Short runs: the warm-up is capped at a quarter of the epochs; none at all for 2 epochs.
+    assert create_algorithm("dsnas", space=tiny_macro(), epochs=8, lr=0.1).lr_warmup_epochs == 2
+    assert create_algorithm("dsnas", space=tiny_macro(), epochs=2, lr=0.1).lr_warmup_epochs == 0

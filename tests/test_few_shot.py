@@ -108,7 +108,7 @@ def test_evaluate_paths_on_few_shot_equals_the_sequential_loop(strategy):
 
 def make_algo(seed=0, **kwargs):
     torch.manual_seed(seed)  # initial weights come from the global RNG (as every supernet's)
-    options = dict(space=tiny_macro(), epochs=3, split_epoch=1, split_layer=1, lr=0.05, seed=7)
+    options = dict(space=tiny_macro(), epochs=3, split_epoch=1, split_layer=1, lr=0.05, min_lr=0.0, seed=7)
     options.update(kwargs)
     return create_algorithm("few-shot", **options)
 
@@ -187,7 +187,7 @@ def test_resume_across_the_split_is_exact(where):
     first = []
     _run(algo, plan[cut:], first)
     resumed = make_algo(seed=1)
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))  # what a checkpoint load allows
     assert resumed.split == (where == "after")
     second = []
     _run(resumed, plan[cut:], second)
@@ -215,7 +215,7 @@ def test_search_and_deploy_after_the_split():
 
 
 def test_lr_scaling_and_bad_input():
-    assert make_algo(lr=None, batch_size=128).lr == pytest.approx(0.5 * 128 / 1024)  # SPOS's 0.5 at 1024
+    assert make_algo(lr=None, batch_size=128).lr == pytest.approx(0.025 * 128 / 48)  # the authors' 0.025 at 48
     with pytest.raises(TypeError, match="search_options"):
         make_algo(search_options=[("generations", 2)])
     supernet = tiny_macro().build_supernet()
@@ -250,3 +250,71 @@ def test_lr_scaling_and_bad_input():
         algo.load_state_dict(early)
     with pytest.raises(RuntimeError, match="already split"):
         algo.split_supernet()
+
+
+def test_authors_recipe_and_schedule_by_default():
+    """configs/nas-benchmark/algos/{ONE,FEW}-SHOT-SUPERNET.config: SGD nesterov 0.025 -> 0.001 cosine, decay
+    1e-4, momentum 0.9, plain cross-entropy; 600 one-shot epochs, then 300 per sub-supernet."""
+    algo = create_algorithm("few-shot", space=tiny_macro(), split_layer=1, seed=0)
+    assert (algo.split_epoch, algo.sub_epochs, algo.epochs) == (600, 300, 600 + 3 * 300)
+    assert algo.lr == 0.025 and algo.min_lr == 0.001 and algo.schedule == "cosine"
+    defaults = algo.optimizer.defaults
+    assert defaults["nesterov"] and defaults["momentum"] == 0.9 and defaults["weight_decay"] == 1e-4
+    assert algo.label_smoothing == 0.0
+
+
+def _sequential(**kwargs):
+    return make_algo(epochs=None, split_epoch=1, sub_epochs=2, steps_per_epoch=2, **kwargs)
+
+
+def test_sequential_schedule_trains_each_sub_supernet_in_turn_with_its_own_cosine():
+    algo = _sequential()
+    assert algo.epochs == 1 + 3 * 2 and algo.lr_unit == "iteration"
+    lrs, trained, fresh = [], [], []
+    for epoch in range(algo.epochs):
+        for s in range(2):
+            counts = list(algo.subnet_steps)
+            algo.step(batch(10 * epoch + s), None)
+            lrs.append(algo.optimizer.param_groups[0]["lr"])
+            trained.append([j for j in range(3) if algo.subnet_steps[j] != counts[j]])
+        before = algo.optimizer
+        algo.end_epoch()
+        if algo.optimizer is not before:  # a new sub-supernet starts: a fresh optimiser, no momentum yet
+            assert len(algo.optimizer.state) == 0
+            fresh.append(epoch + 1)
+    # One-shot epoch 0 (no sub-supernet), then sub-supernets 0, 1, 2 for 2 epochs each, paths inside their region.
+    assert trained == [[]] * 2 + [[0]] * 4 + [[1]] * 4 + [[2]] * 4
+    assert algo.subnet_steps == [4, 4, 4] and fresh == [1, 3, 5]
+    # Per-iteration cosine from 0.05 to 0: over 2 iterations for the one-shot run, over 4 for each sub-supernet.
+    cos = lambda t, total: 0.05 * 0.5 * (1 + math.cos(math.pi * t / total))  # noqa: E731
+    assert lrs[:2] == pytest.approx([cos(1, 2), cos(2, 2)])
+    for k in range(3):
+        assert lrs[2 + 4 * k: 6 + 4 * k] == pytest.approx([cos(t, 4) for t in range(1, 5)]), k
+
+
+def test_sequential_schedule_resumes_exactly_inside_a_sub_supernet():
+    algo = _sequential()
+    _run(algo, [0, 1, "end", 2, 3, "end", 4, 5, "end", 6], [])  # saved mid-epoch in sub-supernet 1's first epoch
+    assert algo.active_subnet == 1
+    buffer = _save(algo)
+    rest = [7, "end", 8, 9, "end", 10, 11]  # into sub-supernet 2
+    first = []
+    _run(algo, rest, first)
+    resumed = _sequential(seed=1)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    second = []
+    _run(resumed, rest, second)
+    assert first == second and resumed.active_subnet == algo.active_subnet == 2
+    _same(algo, resumed)
+    assert resumed.optimizer.param_groups[0]["lr"] == algo.optimizer.param_groups[0]["lr"]
+
+
+def test_sequential_schedule_bad_input():
+    with pytest.raises(ValueError, match="epochs"):
+        make_algo(epochs=5, split_epoch=1, sub_epochs=2)  # 1 + 3 x 2 = 7
+    with pytest.raises(ValueError, match="split_epoch"):
+        make_algo(epochs=None, split_epoch=None, sub_epochs=2)
+    with pytest.raises(ValueError, match="sub_epochs"):
+        make_algo(epochs=None, sub_epochs=0)
+    with pytest.raises(ValueError, match="sub_epochs"):
+        _sequential().load_state_dict(make_algo(epochs=7).state_dict())

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pynas.training.checkpoint import load_checkpoint
+
 from test_preemption import assert_same, assert_same_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,8 +151,8 @@ def test_retraining_the_found_path_stopped_by_sigterm_is_bit_identical(search_re
     assert proc.returncode == 143, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     assert not (out / "train_result.json").exists()
     _ok(run_cli(train_args(search_reference, out)))
-    a = torch.load(train_reference / "train_checkpoint.pt", weights_only=False)
-    b = torch.load(out / "train_checkpoint.pt", weights_only=False)
+    a = load_checkpoint(train_reference / "train_checkpoint.pt")
+    b = load_checkpoint(out / "train_checkpoint.pt")
     for key in ("network", "optimizer", "train_loader", "rng", "step", "epoch"):
         assert_same(a[key], b[key], f"train_checkpoint.{key}")
     ref = json.loads((train_reference / "train_result.json").read_text())

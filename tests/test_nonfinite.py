@@ -25,6 +25,7 @@ import torch
 import pynas.commands.path_search as path_search_cmd
 import pynas.commands.search as search_cmd
 from pynas.commands.search import run_search
+from pynas.training.checkpoint import load_checkpoint
 from pynas.training.guard import NonFiniteError, check_state, check_step, classify
 
 from test_preemption import HOOK, _env, cell_args
@@ -87,7 +88,7 @@ def _hooked(monkeypatch, at_step: int, what: str, *, module=search_cmd, snapshot
         def hooked(*a):
             if algo.global_step + 1 == at_step:
                 snapshot["bytes"] = (snapshot["run"] / "checkpoint.pt").read_bytes()
-                snapshot["step"] = torch.load(snapshot["run"] / "checkpoint.pt", weights_only=False)["algorithm"][
+                snapshot["step"] = load_checkpoint(snapshot["run"] / "checkpoint.pt")["algorithm"][
                     "global_step"]
             metrics = step(*a)
             if algo.global_step == at_step:

@@ -11,6 +11,7 @@ from pynas.algorithms.single_path import SinglePathSearch
 from pynas.commands.search import run_search
 from pynas.spaces import create_space
 from pynas.spaces.path_space import Constraint
+from pynas.training.checkpoint import load_checkpoint, save_checkpoint
 
 from conftest import DATA_DIR
 from test_search import _image_folder
@@ -44,7 +45,7 @@ def test_registry_lists_the_single_path_methods():
 
 
 @pytest.mark.parametrize("name", PATH_ALGORITHMS)
-def test_steps_train_the_supernet_and_resume_exactly(name):
+def test_steps_train_the_supernet_and_resume_exactly(name, tmp_path):
     algo = make(name)
     before = copy.deepcopy(algo.supernet.state_dict())
     for s in range(2):
@@ -52,8 +53,10 @@ def test_steps_train_the_supernet_and_resume_exactly(name):
         assert torch.isfinite(torch.as_tensor(metrics["loss"]))
     after = algo.supernet.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
-    # Resume: a fresh algorithm loaded from the state continues exactly like the original.
-    state = copy.deepcopy(algo.state_dict())
+    # Resume: a fresh algorithm loaded from the state continues exactly like the original. Through a
+    # checkpoint file, so the state also has to load under weights_only=True.
+    save_checkpoint(tmp_path / "checkpoint.pt", {"algorithm": algo.state_dict()})
+    state = load_checkpoint(tmp_path / "checkpoint.pt")["algorithm"]
     twin = make(name)
     twin.load_state_dict(state)
     for s in range(2, 4):
@@ -71,13 +74,72 @@ def test_fairnas_trains_every_op_of_every_layer_each_step():
         assert sorted(paths[:, layer].tolist()) == list(range(k))
 
 
-def test_greedynas_keeps_the_lowest_loss_paths():
-    algo = make("greedynas")
-    algo.step(batch(0), batch(1))
+def test_greedynas_trains_its_queue_one_path_per_sgd_step():
+    algo = make("greedynas", sampler_options=dict(num_samples=4, top_k=2, pool_size=8, warmup_steps=0))
+    assert algo.sampler.higher_is_better  # ranks by accuracy
+    algo.step(batch(0), batch(1))  # draws m = 4, scores them, trains the best
     sampler = algo.sampler
-    kept = torch.argsort(sampler.last_scores)[:2]
-    pool_paths, _ = sampler.pool()
-    assert {tuple(p) for p in sampler.last_candidates[kept].tolist()} <= {tuple(p) for p in pool_paths.tolist()}
+    candidates, scores = sampler.last_candidates, sampler.last_scores
+    assert scores.shape == (candidates.shape[0], 2)  # (top-1 accuracy, -loss) on the validation batch
+    order = sorted(range(candidates.shape[0]), key=lambda i: (-scores[i, 0].item(), -scores[i, 1].item()))
+    assert sampler.queue == [tuple(candidates[order[1]].tolist())]  # the 2nd best waits for the next step
+    assert {tuple(p) for p in candidates.tolist()} <= {tuple(p) for p in sampler.pool()[0].tolist()}
+    before = [p.detach().clone() for p in algo.supernet.weight_parameters()]
+    record = algo.step(batch(2), batch(3))
+    assert record["paths"] == 1 and sampler.queue == [] and sampler.refills == 1  # one path, one SGD step
+    assert any(not torch.equal(p, q) for p, q in zip(before, algo.supernet.weight_parameters()))
+
+
+def test_greedynas_recipe_defaults():
+    algo = make("greedynas", batch_size=256, sampler_options=dict(num_samples=4, top_k=2, pool_size=8))
+    assert algo.lr == pytest.approx(0.12 * 256 / 1024)  # mmrazor's 0.12 at batch 1024, scaled linearly
+    assert algo.schedule == "cosine" and algo.min_lr == pytest.approx(1e-5)
+    assert len(algo.optimizer.param_groups) == 1  # weight decay on every parameter
+    assert algo.sampler.warmup_steps == round(2 * 3 * 10_000 / 150_000)  # epochs x steps_per_epoch scaled
+
+
+def test_spos_exempts_one_dimensional_parameters_from_weight_decay():
+    algo = make("spos")
+    decay, no_decay = algo.optimizer.param_groups
+    assert decay["weight_decay"] == pytest.approx(4e-5) and no_decay["weight_decay"] == 0.0
+    assert no_decay["params"] and all(p.dim() == 1 for p in no_decay["params"])  # BN affines, biases
+    assert all(p.dim() > 1 for p in decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(algo.supernet.weight_parameters())
+    # FairNAS keeps its recipe (one group): only SPOS's optimizer changed.
+    assert len(make("fairnas").optimizer.param_groups) == 1
+
+
+def test_spos_trains_inside_the_search_constraint_or_a_separate_range():
+    space = tiny_space()
+    flops = sorted(space.flops(p) for p in space.sample(200, generator=torch.Generator().manual_seed(0)))
+    limit = flops[40]
+    algo = make("spos", constraint=Constraint(max_flops=limit))
+    paths = torch.cat([algo.training_paths(None) for _ in range(100)])
+    assert all(space.flops(p) <= limit for p in paths.tolist())
+    low, high = flops[100], flops[160]
+    ranged = make("spos", constraint=Constraint(max_flops=limit),
+                  sampler_options=dict(constraint=dict(min_flops=low, max_flops=high), flops_bins=3))
+    paths = torch.cat([ranged.training_paths(None) for _ in range(60)])
+    assert all(low <= space.flops(p) <= high for p in paths.tolist())  # the training range, not the search's
+    free = make("spos")  # no constraint: plain uniform paths
+    assert free.sampler.constraint is None
+
+
+def test_spos_evaluation_defaults_and_their_scaling_rule():
+    from pynas.commands.path_search import capped_batches, evaluation_options
+
+    evaluation = evaluation_options({"algo": "spos"})
+    assert (evaluation["recalibrate_batches"], evaluation["recalibrate_batch_size"]) == (200, 128)
+    assert (evaluation["eval_batches"], evaluation["eval_batch_size"]) == (40, 200)
+    mine = evaluation_options({"algo": "spos", "evaluation": {"recalibrate_batches": 5}})
+    assert mine["recalibrate_batches"] == 5 and "recalibrate_batch_size" not in mine  # the run's batch size
+    assert mine["eval_batch_size"] == 200
+    assert evaluation_options({"algo": "fairnas"}) == {"bn": "recalibrate", "recalibrate_batches": 10,
+                                                       "eval_batches": 5, "rerank": "off"}
+    assert capped_batches(100_000, 128, 200) == (128, 200)  # enough images: SPOS's protocol whole
+    assert capped_batches(1000, 128, 200) == (128, 7)  # whole batches the split holds
+    assert capped_batches(50, 200, 40) == (50, 1)  # fewer than one batch: one batch of all
+    assert capped_batches(10, 4, None) == (4, None)
 
 
 def test_search_respects_the_constraint():
@@ -160,7 +222,7 @@ def test_search_phase_resumes_after_kill(tmp_path):
             run_search(cfg, out_dir=tmp_path / "killed", progress=False)
     finally:
         path_search.save_checkpoint = original
-    state = torch.load(tmp_path / "killed" / "search_state.pt", weights_only=False)["strategy"]
+    state = load_checkpoint(tmp_path / "killed" / "search_state.pt")["strategy"]
     assert state["generation"] >= 1
     resumed = run_search(cfg, out_dir=tmp_path / "killed", progress=False)
     assert resumed["path"] == full["path"]

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pynas.training.checkpoint import load_checkpoint
 from pynas.training.guard import Preempted, StopSignals, exit_code
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,8 +132,8 @@ def assert_same_run(ref: Path, run: Path, *, outputs: tuple[str, ...]) -> None:
     assert_same(json.loads((ref / "result.json").read_text()), json.loads((run / "result.json").read_text()),
                 "result.json")
     assert_same(_epochs_logged(ref), _epochs_logged(run), "metrics.jsonl epochs")
-    a = torch.load(ref / "checkpoint.pt", weights_only=False)
-    b = torch.load(run / "checkpoint.pt", weights_only=False)
+    a = load_checkpoint(ref / "checkpoint.pt")
+    b = load_checkpoint(run / "checkpoint.pt")
     assert_same(a["algorithm"], b["algorithm"], "checkpoint.algorithm")  # supernet, optimisers, scaler, steps
     for key in ("train_loader", "valid_loader", "rng", "sums", "history"):
         assert_same(a[key], b[key], f"checkpoint.{key}")
@@ -165,7 +166,7 @@ def test_sigterm_during_a_step_saves_after_it_and_the_rerun_is_bit_identical(ima
     assert re.fullmatch(rf"pynas: SIGTERM received: checkpoint written to {re.escape(str(run / 'checkpoint.pt'))} "
                         rf"{where}; rerun the same command to resume", line), line
     # The step the signal arrived in ran to its end, and no further one started.
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["algorithm"]["global_step"] == step
+    assert load_checkpoint(run / "checkpoint.pt")["algorithm"]["global_step"] == step
     assert not (run / "genotype.json").exists() and not (run / "result.json").exists()
     _ok(run_cli(cell_args(images, run)))
     assert_same_run(cell_reference, run, outputs=("genotype.json",))
@@ -177,7 +178,7 @@ def test_sigint_and_a_second_sigint_while_saving(images, cell_reference, tmp_pat
     line = _stopped(proc, signal.SIGINT)
     assert "pynas: SIGINT received again: still finishing the current step and its checkpoint" in proc.stderr
     assert line.startswith("pynas: SIGINT received: checkpoint written to ") and "global step 7)" in line, line
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["algorithm"]["global_step"] == 7
+    assert load_checkpoint(run / "checkpoint.pt")["algorithm"]["global_step"] == 7
     assert not list(run.glob(".checkpoint.pt.tmp*")), "a temporary checkpoint was left behind"
     _ok(run_cli(cell_args(images, run)))
     assert_same_run(cell_reference, run, outputs=("genotype.json",))
@@ -203,7 +204,7 @@ def test_external_sigterm_while_training(images, cell_reference, tmp_path):
     line = _stopped(proc, signal.SIGTERM)
     step = int(re.search(r"global step (\d+)\)", line).group(1))
     assert 4 <= step < 2 * STEPS, line
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["algorithm"]["global_step"] == step
+    assert load_checkpoint(run / "checkpoint.pt")["algorithm"]["global_step"] == step
     _ok(run_cli(cell_args(images, run)))
     assert_same_run(cell_reference, run, outputs=("genotype.json",))
 
@@ -220,12 +221,12 @@ def test_single_path_run_stopped_in_both_phases(images, path_reference, tmp_path
     assert re.fullmatch(rf"pynas: SIGINT received: checkpoint written to "
                         rf"{re.escape(str(run / 'search_state.pt'))} after 2 generation\(s\) of the path search; "
                         rf"rerun the same command to resume", line), line
-    assert torch.load(run / "search_state.pt", weights_only=False)["strategy"]["generation"] == 2
+    assert load_checkpoint(run / "search_state.pt")["strategy"]["generation"] == 2
     assert not (run / "path.json").exists() and not (run / "result.json").exists()
     _ok(run_cli(path_args(images, run)))
     assert_same_run(path_reference, run, outputs=("path.json",))
-    assert_same(torch.load(path_reference / "search_state.pt", weights_only=False),
-                torch.load(run / "search_state.pt", weights_only=False), "search_state")
+    assert_same(load_checkpoint(path_reference / "search_state.pt"),
+                load_checkpoint(run / "search_state.pt"), "search_state")
 
 
 # -- StopSignals in-process --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pynas.algorithms.single_path import SinglePathSearch
 from pynas.commands.search import run_search
 from pynas.spaces import create_space
 from pynas.spaces.genotypes import DartsGenotype, NB201Genotype, load_genotype
+from pynas.training.checkpoint import load_checkpoint
 from conftest import DATA_DIR
 
 SPACES = ["darts", "nas-bench-201"]
@@ -187,8 +188,8 @@ def test_resume_after_kill_is_exact(tmp_path):
         search_mod.SearchRunner._save = original
     resumed = run_search(cfg_one, out_dir=killed, progress=False)
     assert resumed["resumed"]
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["algorithm"]["supernet"]["alpha"]
-    b = torch.load(killed / "checkpoint.pt", weights_only=False)["algorithm"]["supernet"]["alpha"]
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["algorithm"]["supernet"]["alpha"]
+    b = load_checkpoint(killed / "checkpoint.pt")["algorithm"]["supernet"]["alpha"]
     assert torch.equal(a, b)
     assert [e["loss"] for e in full["epochs"]] == [e["loss"] for e in resumed["epochs"]]
     assert resumed["genotype"] == full["genotype"]
@@ -255,8 +256,8 @@ def test_channels_last_search_matches_the_nchw_run(tmp_path):
     nhwc = run_search(_tiny_config(tmp_path, epochs=1, max_steps_per_epoch=3, memory_format="channels_last"),
                       out_dir=tmp_path / "nhwc", progress=False)
     assert nhwc["epochs"][0]["loss"] == pytest.approx(base["epochs"][0]["loss"], rel=1e-4)
-    a = torch.load(tmp_path / "nchw" / "checkpoint.pt", weights_only=False)["algorithm"]["supernet"]["alpha"]
-    b = torch.load(tmp_path / "nhwc" / "checkpoint.pt", weights_only=False)["algorithm"]["supernet"]["alpha"]
+    a = load_checkpoint(tmp_path / "nchw" / "checkpoint.pt")["algorithm"]["supernet"]["alpha"]
+    b = load_checkpoint(tmp_path / "nhwc" / "checkpoint.pt")["algorithm"]["supernet"]["alpha"]
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 

@@ -1,6 +1,7 @@
 """Path samplers and search strategies on a toy PathSpace with synthetic scores (no network)."""
 import copy
 import io
+import itertools
 import math
 import time
 
@@ -145,63 +146,176 @@ def test_fair_sampler_with_unequal_layers_uses_each_op_floor_or_ceil_times():
         assert (share - 1 / k).abs().max() < 0.03
 
 
-def test_greedy_sampler_trains_the_top_k_of_its_candidates():
-    sampler = GreedySampler(space=SPACE, total_steps=100, score_fn=loss_like, seed=5)
-    for _ in range(60):
-        kept = sampler.next_paths()
-        assert kept.shape == (5, SPACE.num_layers)
+def test_greedy_sampler_trains_the_best_k_of_m_one_per_iteration():
+    calls = []
+
+    def scored(paths):
+        calls.append(paths.clone())
+        return loss_like(paths)
+
+    sampler = GreedySampler(space=SPACE, total_steps=100, score_fn=scored, warmup_steps=0, seed=5)
+    for refill in range(12):
+        queue = []
+        for i in range(5):  # k = 5 iterations per draw of m = 10, one path each
+            path = sampler.next_paths()
+            assert path.shape == (1, SPACE.num_layers) and path.dtype == torch.long
+            queue.append(path[0])
+            assert len(calls) == refill + 1  # scored once per k iterations, not per iteration
         candidates, scores = sampler.last_candidates, sampler.last_scores
-        assert candidates.shape == (10, SPACE.num_layers)
-        assert len(set(map(tuple, candidates.tolist()))) == 10  # distinct
+        assert candidates.shape == (10, SPACE.num_layers)  # no constraint: all m kept
         assert torch.allclose(scores, loss_like(candidates))
-        order = torch.argsort(scores, stable=True)[:5]  # lower loss is better
-        assert torch.equal(kept, candidates[order])
+        order = torch.argsort(scores, stable=True)[:5]  # lower loss is better (higher_is_better=False)
+        assert torch.equal(torch.stack(queue), candidates[order])  # best first, in queue order
+    assert sampler.refills == 12 and sampler.steps == 60
 
 
-def test_greedy_sampler_higher_is_better_flips_the_ranking():
-    sampler = GreedySampler(space=SPACE, total_steps=10, score_fn=accuracy_like, higher_is_better=True, seed=5)
-    kept = sampler.next_paths()
-    order = torch.argsort(sampler.last_scores, descending=True, stable=True)[:5]
-    assert torch.equal(kept, sampler.last_candidates[order])
+def test_greedy_sampler_ranks_by_accuracy_and_breaks_ties_by_loss():
+    # Column 0 (accuracy, coarse: many ties) decides; column 1 (-loss) orders the tied ones.
+    def acc_and_neg_loss(paths):
+        accuracy = (paths[:, 0] == TARGET[0]).double()  # 1 for a third of the paths, else 0
+        return torch.stack([accuracy, -loss_like(paths)], 1)
+
+    sampler = GreedySampler(space=SPACE, total_steps=10, score_fn=acc_and_neg_loss, higher_is_better=True,
+                            warmup_steps=0, num_samples=10, top_k=5, seed=5)
+    for _ in range(20):
+        queue = torch.cat([sampler.next_paths() for _ in range(5)])
+        candidates = sampler.last_candidates
+        accuracy, neg_loss = acc_and_neg_loss(candidates).unbind(1)
+        expected = sorted(range(10), key=lambda i: (-accuracy[i].item(), -neg_loss[i].item()))[:5]
+        assert torch.equal(queue, candidates[expected])
+        # The best accuracy wins even over a lower loss: no kept path has lower accuracy than a dropped one.
+        kept = set(expected)
+        assert min(accuracy[i] for i in kept) >= max([accuracy[i] for i in range(10) if i not in kept] + [0])
 
 
-def test_greedy_pool_keeps_the_best_n_paths_with_their_latest_scores():
-    sampler = GreedySampler(space=SPACE, total_steps=50, score_fn=loss_like, pool_size=15, seed=6)
-    ever_kept = {}
-    for _ in range(120):
-        for path in sampler.next_paths().tolist():
-            ever_kept[tuple(path)] = float(loss_like(torch.tensor([path]))[0])
+def test_greedy_sampler_does_not_filter_during_warm_up():
+    scored = Recorder(loss_like, unique=False)
+    sampler = GreedySampler(space=SPACE, total_steps=300, score_fn=scored, seed=5)
+    assert sampler.warmup_steps == 20  # round(300 * 10,000 / 150,000): the paper's 10K of 150K iterations
+    assert sampler.pool_start_step == 20  # the pool schedule starts after warm-up
+    warm = torch.cat([sampler.next_paths() for _ in range(20)])
+    assert not scored.seen and len(sampler.candidate_pool) == 0 and sampler.refills == 0
+    assert len(set(map(tuple, warm.tolist()))) == 20  # uniform draws, not a queue of repeats
+    assert not sampler.warming_up
+    sampler.next_paths()  # iteration 20: the first draw of m
+    assert len(scored.seen) == 10 and sampler.refills == 1
+    assert GreedySampler(space=SPACE, total_steps=300, warmup_steps=0).pool_start_step == 0
+
+
+def test_greedy_pool_admits_every_sampled_path_and_keeps_the_best_n():
+    sampler = GreedySampler(space=SPACE, total_steps=10_000, score_fn=loss_like, pool_size=15, warmup_steps=0,
+                            seed=6)
+    ever_scored = {}
+    for _ in range(24):
+        for _ in range(5):
+            sampler.next_paths()
+        for path, score in zip(sampler.last_candidates.tolist(), sampler.last_scores.tolist()):
+            ever_scored[tuple(path)] = score
+        if len(ever_scored) <= 15:  # not full yet: every sampled path is in, the m - k untrained ones too
+            assert set(ever_scored) == set(map(tuple, sampler.pool()[0].tolist()))
     paths, scores = sampler.pool()
     assert paths.shape == (15, SPACE.num_layers) and scores.shape == (15,)
     assert torch.all(scores[1:] >= scores[:-1])  # best (lowest loss) first
-    best = sorted(ever_kept.items(), key=lambda item: item[1])[:15]
+    best = sorted(ever_scored.items(), key=lambda item: item[1])[:15]
     assert [tuple(p) for p in paths.tolist()] == [p for p, _ in best]
     assert torch.allclose(scores, torch.tensor([s for _, s in best], dtype=torch.float64))
-    assert tuple(TARGET.tolist()) in set(map(tuple, paths.tolist()))  # exploitation found the optimum
+
+
+def test_greedy_pool_keeps_paths_it_never_trained():
+    # top_k=1 of m=10: nine of every ten scored paths are never trained, yet all enter the pool.
+    sampler = GreedySampler(space=SPACE, total_steps=100, score_fn=loss_like, pool_size=1000, top_k=1,
+                            warmup_steps=0, seed=3)
+    trained = {tuple(sampler.next_paths()[0].tolist()) for _ in range(3)}
+    pool = set(map(tuple, sampler.pool()[0].tolist()))
+    assert len(trained) <= 3 and len(pool) >= 25 and trained < pool
 
 
 def test_greedy_pool_probability_follows_the_linear_schedule():
-    sampler = GreedySampler(space=SPACE, total_steps=1000, score_fn=loss_like)
+    sampler = GreedySampler(space=SPACE, total_steps=1000, score_fn=loss_like, warmup_steps=0)
     assert [sampler.pool_probability(s) for s in (0, 250, 500, 1000, 5000)] == pytest.approx([0, .2, .4, .8, .8])
     delayed = GreedySampler(space=SPACE, total_steps=1000, pool_start_step=200, max_pool_prob=0.5,
                             score_fn=loss_like)
     assert [delayed.pool_probability(s) for s in (0, 199, 200, 600, 1000)] == pytest.approx([0, 0, 0, .25, .5])
     # Empirically: once q = 0.8 (total_steps=1), each candidate comes from the pool 80% of the time.
-    sampler = GreedySampler(space=SPACE, total_steps=1, score_fn=loss_like, pool_size=200, seed=7)
-    first = sampler.next_paths()
-    assert not sampler.last_from_pool.any() and first.shape[0] == 5  # q = 0 on step 0: all uniform
+    sampler = GreedySampler(space=SPACE, total_steps=1, score_fn=loss_like, pool_size=200, warmup_steps=0, seed=7)
+    sampler.next_paths()
+    assert not sampler.last_from_pool.any() and sampler.last_candidates.shape[0] == 10  # q = 0 on step 0
     pooled = []
     for _ in range(300):
-        sampler.next_paths()
+        for _ in range(5):
+            sampler.next_paths()
         pooled.append(sampler.last_from_pool)
     share = torch.cat(pooled).double().mean().item()
     assert abs(share - 0.8) < 0.03, share
 
 
+def test_greedy_drops_inadmissible_draws_instead_of_redrawing():
+    sampler = GreedySampler(space=SPACE, total_steps=100, score_fn=loss_like, constraint=TIGHT, warmup_steps=0,
+                            seed=4)
+    sizes = []
+    for _ in range(40):
+        for _ in range(5):
+            sampler.next_paths()
+        sizes.append(sampler.last_candidates.shape[0])
+        assert all(TIGHT.admits(SPACE, p) for p in sampler.last_candidates.tolist())
+    assert min(sizes) < 10 and max(sizes) <= 10  # fewer than m scored when draws fail the constraint
+    impossible = GreedySampler(space=SPACE, total_steps=10, score_fn=loss_like, warmup_steps=0,
+                               constraint=Constraint(max_flops=1))
+    with pytest.raises(RuntimeError, match="no admissible path"):
+        impossible.next_paths()
+
+
+def test_uniform_sampler_is_uniform_over_the_admitted_set():
+    space = SmallSpace()  # 81 paths, 3 ops per layer; FLOPs = 10 * (4 + sum of op indices)
+    limit = Constraint(min_flops=70, max_flops=80)  # op sums 3 or 4: 16 + 19 = 35 paths
+    admitted = [p for p in itertools.product(range(3), repeat=4) if limit.admits(space, p)]
+    assert len(admitted) == 35
+    sampler = UniformSampler(space=space, constraint=limit, seed=3)
+    n = 35 * 200
+    counts = {p: 0 for p in admitted}
+    for _ in range(n):
+        path = tuple(sampler.next_paths()[0].tolist())
+        counts[path] += 1  # a KeyError would be an inadmissible path
+    chi2 = sum((c - 200) ** 2 / 200 for c in counts.values())
+    assert chi2 < 65.2, chi2  # 34 degrees of freedom: the 99.9% quantile is 65.2
+
+
+def test_uniform_sampler_flops_bins_are_uniform_over_bins_then_paths():
+    space = SmallSpace()
+    limit = Constraint(min_flops=60, max_flops=100)
+    sampler = UniformSampler(space=space, constraint=limit, flops_bins=2, seed=4)
+    assert sampler.bin_edges() == [(60.0, 80.0), (80.0, 100.0)]
+    # Bin [60, 80]: op sums 2-4 (10 + 16 + 19 = 45 paths); bin [80, 100]: sums 4-6 (19 + 16 + 10 = 45).
+    # Sum-4 paths (FLOPs 80) lie on the shared edge and fit both bins, as in SPOS's closed bins.
+    n = 9000
+    sums = torch.tensor([int(sampler.next_paths()[0].sum()) for _ in range(n)])
+    share = {k: (sums == k).double().mean().item() for k in range(2, 7)}
+    # P(sum=k) = 1/2 * [k in bin 1] / 45 * count(k) + 1/2 * [k in bin 2] / 45 * count(k)
+    count = {k: sum(1 for p in itertools.product(range(3), repeat=4) if sum(p) == k) for k in range(2, 7)}
+    expected = {2: 0.5 * count[2] / 45, 3: 0.5 * count[3] / 45, 4: count[4] / 45, 5: 0.5 * count[5] / 45,
+                6: 0.5 * count[6] / 45}
+    assert sum(expected.values()) == pytest.approx(1.0)
+    for k in expected:
+        sd = math.sqrt(expected[k] * (1 - expected[k]) / n)
+        assert abs(share[k] - expected[k]) < 5 * sd, (k, share[k], expected[k])
+
+
+def test_uniform_sampler_caps_its_tries():
+    impossible = Constraint(max_flops=1)
+    with pytest.raises(RuntimeError, match="admits \\(almost\\) no path"):
+        UniformSampler(space=SPACE, constraint=impossible, max_tries=50).next_paths()
+    fallback = UniformSampler(space=SPACE, constraint=impossible, max_tries=50, exhausted="unconstrained", seed=1)
+    assert fallback.next_paths().shape == (1, SPACE.num_layers) and fallback.fallbacks == 1  # SPOS's fallback
+    with pytest.raises(ValueError, match="flops_bins"):
+        UniformSampler(space=SPACE, constraint=TIGHT, flops_bins=7)  # no min_flops to cut from
+    with pytest.raises(ValueError, match="exhausted"):
+        UniformSampler(space=SPACE, exhausted="retry")
+
+
 def test_greedy_stopping_rule_fires_once_the_pool_settles():
     space = SmallSpace()
     sampler = GreedySampler(space=space, total_steps=20, pool_size=10, stop_interval=10, num_samples=6,
-                            top_k=3, score_fn=lambda p: loss_like(p, SMALL_TARGET), seed=8)
+                            top_k=3, warmup_steps=0, score_fn=lambda p: loss_like(p, SMALL_TARGET), seed=8)
     changes = []
     for step in range(1, 400):
         sampler.next_paths()
@@ -262,14 +376,18 @@ def _make_sampler(kind, **extra):
     common = dict(space=SPACE, seed=12)
     if kind == "uniform":
         return UniformSampler(constraint=TIGHT, **common)
+    if kind == "uniform-bins":
+        return UniformSampler(constraint=Constraint(min_flops=120, max_flops=200), flops_bins=4, max_tries=20,
+                              exhausted="unconstrained", **common)
     if kind == "fair":
         return FairSampler(**common)
     if kind == "greedy":
+        # 50 steps: 3 of warm-up, then a queue of k=5 per draw; 37 stops mid-queue, so the queue is resumed too.
         return GreedySampler(total_steps=50, pool_size=12, stop_interval=7, score_fn=loss_like, **common)
     return EPSSampler(population_size=16, sample_size=6, num_parents=2, interval=4, score_fn=loss_like, **common)
 
 
-@pytest.mark.parametrize("kind", ["uniform", "fair", "greedy", "eps"])
+@pytest.mark.parametrize("kind", ["uniform", "uniform-bins", "fair", "greedy", "eps"])
 def test_sampler_resumes_exactly_from_its_state_dict(kind):
     sampler = _make_sampler(kind)
     for _ in range(37):
@@ -284,12 +402,13 @@ def test_sampler_resumes_exactly_from_its_state_dict(kind):
     if kind == "greedy":
         assert all(torch.equal(a, b) for a, b in zip(sampler.pool(), resumed.pool()))
         assert sampler.should_stop == resumed.should_stop
+        assert sampler.queue == resumed.queue and sampler.refills == resumed.refills
     if kind == "eps":
         assert torch.equal(sampler.population()[0], resumed.population()[0])
 
 
 def test_greedy_and_eps_never_score_an_inadmissible_path():
-    greedy = GreedySampler(space=SPACE, total_steps=30, constraint=TIGHT, seed=13,
+    greedy = GreedySampler(space=SPACE, total_steps=30, constraint=TIGHT, seed=13, warmup_steps=0,
                            score_fn=Recorder(loss_like, constraint=TIGHT, unique=False))
     eps = EPSSampler(space=SPACE, constraint=TIGHT, population_size=20, sample_size=8, num_parents=3,
                      interval=3, seed=13, score_fn=Recorder(loss_like, constraint=TIGHT, unique=False))
@@ -300,10 +419,10 @@ def test_greedy_and_eps_never_score_an_inadmissible_path():
 
 
 def test_score_fn_can_be_given_per_call_and_is_required():
-    sampler = GreedySampler(space=SPACE, total_steps=10)
+    sampler = GreedySampler(space=SPACE, total_steps=10, warmup_steps=0)
     with pytest.raises(ValueError, match="score_fn"):
         sampler.next_paths()
-    assert sampler.next_paths(score_fn=loss_like).shape == (5, SPACE.num_layers)
+    assert sampler.next_paths(score_fn=loss_like).shape == (1, SPACE.num_layers)
     eps = EPSSampler(space=SPACE, population_size=8, sample_size=4, num_parents=2, interval=2)
     eps.next_paths()
     eps.next_paths()  # no scoring before step 2
@@ -330,6 +449,10 @@ def test_sampler_registry():
     (GreedySampler, dict(space=SPACE, total_steps=10, pool_size=0), "pool_size"),
     (GreedySampler, dict(space=SPACE, total_steps=10, max_pool_prob=1.5), "max_pool_prob"),
     (GreedySampler, dict(space=SPACE, total_steps=10, pool_start_step=11), "pool_start_step"),
+    (GreedySampler, dict(space=SPACE, total_steps=10, warmup_steps=11), "warmup_steps"),
+    (GreedySampler, dict(space=SPACE, total_steps=10, warmup_steps=-1), "warmup_steps"),
+    (UniformSampler, dict(space=SPACE, flops_bins=0), "flops_bins"),
+    (UniformSampler, dict(space=SPACE, max_tries=0), "max_tries"),
     (GreedySampler, dict(space=SPACE, total_steps=10, stop_interval=0), "stop_interval"),
     (GreedySampler, dict(space=SPACE, total_steps=10, higher_is_better=1), "higher_is_better"),
     (GreedySampler, dict(space=SPACE, total_steps=10, score_fn="loss"), "score_fn"),
@@ -355,10 +478,12 @@ def test_sampler_refuses_a_state_from_other_arguments():
 
 
 def test_bad_score_fn_output_is_a_clear_error():
-    sampler = GreedySampler(space=SPACE, total_steps=10, score_fn=lambda p: torch.zeros(p.shape[0] + 1))
-    with pytest.raises(ValueError, match=r"score_fn must return a tensor of shape \[10\]"):
+    sampler = GreedySampler(space=SPACE, total_steps=10, warmup_steps=0,
+                            score_fn=lambda p: torch.zeros(p.shape[0] + 1))
+    with pytest.raises(ValueError, match=r"score_fn must return a tensor of shape \[\d+\] or \[\d+, K\]"):
         sampler.next_paths()
-    nan = GreedySampler(space=SPACE, total_steps=10, score_fn=lambda p: torch.full((p.shape[0],), math.nan))
+    nan = GreedySampler(space=SPACE, total_steps=10, warmup_steps=0,
+                        score_fn=lambda p: torch.full((p.shape[0],), math.nan))
     with pytest.raises(ValueError, match="score_fn returned NaN"):
         nan.next_paths()
 
@@ -456,7 +581,7 @@ def test_strategies_resume_exactly_after_a_kill(name):
 
 
 def test_evolution_starts_from_a_given_population_greedynas_style():
-    sampler = GreedySampler(space=SPACE, total_steps=30, pool_size=40, score_fn=loss_like, seed=14)
+    sampler = GreedySampler(space=SPACE, total_steps=30, pool_size=40, score_fn=loss_like, warmup_steps=0, seed=14)
     for _ in range(30):
         sampler.next_paths()
     pool_paths, _ = sampler.pool()

@@ -24,6 +24,7 @@ from pynas.data.augment import Augmentation
 from pynas.spaces import create_space
 from pynas.spaces.path_spec import PATH_FORMAT, PATH_VERSION, load_path_spec, path_record
 from pynas.training import distributed
+from pynas.training.checkpoint import load_checkpoint
 from pynas.training.train import (
     MACRO_TRAIN_DEFAULTS,
     SPOS_TRAIN_DEFAULTS,
@@ -289,12 +290,12 @@ def test_cell_training_takes_the_new_options_too(tmp_path):
     result = json.loads((tmp_path / "a" / "train_result.json").read_text())
     assert result["protocol"] == "nas-bench-201" and len(result["epochs"]) == 2
     assert [e["lr"] for e in result["epochs"]] == pytest.approx([0.1, 0.0])  # warmup to 0.1, then linear to 0
-    groups = torch.load(tmp_path / "a" / "train_checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]
+    groups = load_checkpoint(tmp_path / "a" / "train_checkpoint.pt")["optimizer"]["param_groups"]
     assert [g["weight_decay"] for g in groups] == [5e-4, 0.0]
     assert main([*args, "--out", str(tmp_path / "b")]) == 0  # the NB201 protocol as it was: cosine, one group
     plain = json.loads((tmp_path / "b" / "train_result.json").read_text())
     assert [e["lr"] for e in plain["epochs"]] == pytest.approx([0.1, 0.05])
-    assert len(torch.load(tmp_path / "b" / "train_checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]) == 1
+    assert len(load_checkpoint(tmp_path / "b" / "train_checkpoint.pt")["optimizer"]["param_groups"]) == 1
 
 
 def test_channels_last_training_matches_nchw(tmp_path):
@@ -334,7 +335,7 @@ def test_no_wd_bn_bias_puts_norm_and_bias_parameters_in_a_zero_decay_group(tmp_p
     train, test = _loaders(8)
     train_network(net, train_loader=train, test_loader=test, out_dir=tmp_path, epochs=1, lr=0.1, weight_decay=4e-5,
                   no_wd_bn_bias=True, max_steps_per_epoch=1, progress=False)
-    groups = torch.load(tmp_path / "train_checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]
+    groups = load_checkpoint(tmp_path / "train_checkpoint.pt")["optimizer"]["param_groups"]
     assert [(len(g["params"]), g["weight_decay"]) for g in groups] == [(2, 4e-5), (4, 0.0)]
 
 
@@ -385,7 +386,7 @@ def test_train_network_follows_the_schedule(tmp_path):
                         weight_decay=0.0, lr_schedule="linear", max_steps_per_epoch=2, progress=False)
     # The last step of each epoch: iteration 2e of 6 (1-based).
     assert [h["lr"] for h in out["history"]] == pytest.approx([0.5 * (1 - 2 / 6), 0.5 * (1 - 4 / 6), 0.0])
-    groups = torch.load(tmp_path / "train_checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]
+    groups = load_checkpoint(tmp_path / "train_checkpoint.pt")["optimizer"]["param_groups"]
     assert groups[0]["lr"] == 0.0
 
 
@@ -399,7 +400,7 @@ def _strip(history):
 
 
 def _final_state(net, out_dir):
-    ckpt = torch.load(out_dir / "train_checkpoint.pt", weights_only=False)
+    ckpt = load_checkpoint(out_dir / "train_checkpoint.pt")
     return {"network": {k: v.clone() for k, v in net.state_dict().items()}, "ckpt": ckpt, "next": torch.rand(3)}
 
 
@@ -428,7 +429,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path, monkeypatch):
     with pytest.raises(_Killed):
         run(tmp_path / "killed")
     monkeypatch.setattr(train_mod, "save_checkpoint", real)
-    assert torch.load(tmp_path / "killed" / "train_checkpoint.pt", weights_only=False)["step"] == 6
+    assert load_checkpoint(tmp_path / "killed" / "train_checkpoint.pt")["step"] == 6
     resumed_net, resumed = run(tmp_path / "killed", seed=1)  # other initial weights: the checkpoint must win
     b = _final_state(resumed_net, tmp_path / "killed")
     assert resumed["resumed"] and not full["resumed"]
@@ -521,7 +522,7 @@ def test_ranks_hold_the_same_network_with_batch_norm_and_compile(ddp_runs):
     for key, value in a["state"].items():  # parameters and BN running statistics (averaged over ranks)
         assert torch.equal(value, b["state"][key]), key
     assert _strip(a["history"]) == _strip(b["history"]) and len(a["history"]) == 2
-    ckpt = torch.load(tmp / "macro" / "train_checkpoint.pt", weights_only=False)
+    ckpt = load_checkpoint(tmp / "macro" / "train_checkpoint.pt")
     assert ckpt["world_size"] == WORLD and len(ckpt["rng_per_rank"]) == WORLD
     for key, value in ckpt["network"].items():
         assert torch.equal(value, a["state"][key]), key

@@ -54,8 +54,8 @@ checked on a few paths), in millions, as the authors' per-op FLOPs table is
 in MFLOPs. ``penalty="expected"`` (default) adds the exact gradient
 coef * p_l (c_l - <p_l, c_l>); ``penalty="sampled"`` adds the authors'
 surrogate, the gradient of coef * p_l[s] c_l[s] for the sampled op
-(DSNAS/network.py). The penalty applies only on steps whose sampled path
-costs more than the target, the constraint's ``max_flops``/``max_params``
+(DSNAS/network.py lines 126-128). The penalty applies only on steps whose sampled path
+costs at least the target (network.py line 145: ``total_flops >= 290``), the constraint's ``max_flops``/``max_params``
 (the authors' code: sampled-path FLOPs >= 290M blocks-only, about 330M whole
 network, SPOS's budget); without a target it always applies. The
 coefficient 1e-6 (per million) is the authors' ``--flops_loss_coef`` in the
@@ -66,7 +66,13 @@ code, configs/SinglePath240epoch_arch_lr_1e-3_decay_0.yaml and
 train_imagenet.py, for the paper's ImageNet search, batch 1024):
 
 * weights: SGD lr 0.5 at batch 1024 (``lr=None`` scales it linearly to
-  ``batch_size``), momentum 0.9, weight decay 4e-5, cosine to 0,
+  ``batch_size``), momentum 0.9, weight decay 4e-5 except on batch-norm
+  parameters (train_imagenet.py lines 105-131: ``no_wd_bn_bias``), cosine to 0
+  updated every iteration (train_imagenet.py line 303, ``lr_unit="iteration"``;
+  "epoch" when ``steps_per_epoch`` is not given) after a linear warm-up from
+  1e-4 over 5 epochs (config lines 11-13; devkit/core/lr_scheduler.py lines
+  66-88: ``lr_warmup_epochs``/``lr_warmup_start``; the default warm-up is 5
+  epochs capped at a quarter of ``epochs`` for short runs),
   label smoothing 0.1; 240 epochs in all (80 of supernet search, then 160
   more of the searched child, "DSNASsearch240");
 * alpha: Adam lr 1e-3, betas (0.5, 0.999), no weight decay, initialised
@@ -89,9 +95,13 @@ the credit dL/dZ, so the average is (*) for the global batch's loss.
 
 Deviations
 ----------
-* The LR warm-up of the authors' config (5 epochs, linear from 1e-4) and its
-  exclusion of batch-norm parameters from weight decay are not reproduced
-  (the weight optimiser is the shared :class:`SinglePathSearch` one).
+* Weight decay: the authors exempt batch-norm parameters only; pynas's split
+  (:func:`pynas.training.train.parameter_groups`) also exempts biases (the
+  classifier's, for one).
+* The 5-epoch warm-up is capped at ``epochs // 4`` by default (the
+  authors' runs are 240 epochs; a 2-epoch test run gets none).
+* The penalty target is compared with the whole path's cost; the authors'
+  290 counts the choice blocks only (about 330M for the whole network).
 * After the early-fixing phase the authors restart from the 80-epoch
   checkpoint and train the argmax child alone (train_imagenet_child.py);
   here search simply continues, with fixed layers staying fixed, so unfixed
@@ -118,6 +128,8 @@ from .single_path import ScoreFn, SinglePathSearch, check_path_supernet, mean_ov
 
 __all__ = ["DSNAS", "layer_cost_tables"]
 
+#: the LR warm-up of the authors' config (configs/SinglePath240epoch_arch_lr_1e-3_decay_0.yaml lines 11-13)
+WARMUP_EPOCHS = 5
 #: costs enter the penalty in millions (the authors' FLOPs table is in MFLOPs)
 COST_UNIT = 1e6
 #: spaces up to this size are enumerated to find the most probable admitted path
@@ -184,6 +196,10 @@ class DSNAS(SinglePathSearch):
         grad_clip: float = 0.0,
         nesterov: bool = False,
         schedule: str = "cosine",
+        no_wd_bn_bias: bool = True,
+        lr_unit: Optional[str] = None,
+        lr_warmup_epochs: Optional[int] = None,
+        lr_warmup_start: float = 1e-4,
         arch_lr: float = 1e-3,
         arch_betas: Sequence[float] = (0.5, 0.999),
         arch_weight_decay: float = 0.0,
@@ -198,11 +214,16 @@ class DSNAS(SinglePathSearch):
         seed: int = 0,
     ):
         check_path_supernet(space, supernet)
+        if lr_unit is None:  # the authors' scheduler updates every iteration; per epoch when iterations are unknown
+            lr_unit = "iteration" if steps_per_epoch is not None else "epoch"
+        if lr_warmup_epochs is None:  # the authors' 5 epochs, at most a quarter of a shorter run
+            lr_warmup_epochs = min(WARMUP_EPOCHS, check_nonneg_int(epochs, "epochs") // 4)
         super().__init__(space=space, supernet=supernet, supernet_options=supernet_options, epochs=epochs, lr=lr,
                          batch_size=batch_size, base_batch_size=base_batch_size, steps_per_epoch=steps_per_epoch,
                          momentum=momentum, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                         grad_clip=grad_clip, nesterov=nesterov, schedule=schedule, amp=amp, constraint=constraint,
-                         seed=seed)
+                         grad_clip=grad_clip, nesterov=nesterov, schedule=schedule, no_wd_bn_bias=no_wd_bn_bias,
+                         lr_unit=lr_unit, lr_warmup_epochs=lr_warmup_epochs, lr_warmup_start=lr_warmup_start,
+                         amp=amp, constraint=constraint, seed=seed)
         self.warmup_epochs = check_nonneg_int(warmup_epochs, "warmup_epochs")
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"warmup_epochs ({warmup_epochs}) must be below epochs ({epochs}): "
@@ -299,7 +320,8 @@ class DSNAS(SinglePathSearch):
 
     def penalty_gradient(self, path: Sequence[int]) -> Optional[List[Tensor]]:
         """coef x the gradient of the resource penalty (see the module docstring), or None when inactive."""
-        if self.resource_coef == 0 or (self.target is not None and self.path_cost(path) <= self.target):
+        # network.py line 145: the penalty is backpropagated only when the sampled path's FLOPs >= the target.
+        if self.resource_coef == 0 or (self.target is not None and self.path_cost(path) < self.target):
             return None
         grads = []
         for a, table, choice in zip(self.alpha, self.cost_tables, path):
@@ -337,6 +359,8 @@ class DSNAS(SinglePathSearch):
             nn.utils.clip_grad_norm_(self.supernet.weight_parameters(), self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.lr_unit == "iteration":
+            self.scheduler.step()
         if searching and all(bool(torch.isfinite(g).all()) for g in arch_grads):
             self._arch_step(path, arch_grads)
         self.global_step += 1

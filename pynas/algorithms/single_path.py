@@ -34,6 +34,7 @@ this choice: ops trained on some ranks only are handled
 """
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, Optional
 
@@ -43,6 +44,7 @@ from torch import Tensor, nn
 
 from pynas.spaces.path_space import Constraint, PathSpace
 from pynas.training import distributed
+from pynas.training.train import parameter_groups
 
 from ._validate import check_choice, check_nonneg_float, check_positive_float, check_positive_int
 
@@ -75,6 +77,31 @@ def linear_decay(epochs: int, steps_per_epoch: Optional[int]):
     return lambda epoch: max(0.0, 1.0 - epoch / epochs)
 
 
+def warmup_then_decay(*, schedule: str, lr: float, min_lr: float, total: int, warmup: int,
+                      warmup_start: float) -> Callable[[int], float]:
+    """LR multiplier of unit ``t`` (an epoch or an iteration): a linear warm-up from ``warmup_start`` to
+    ``lr`` over ``warmup`` units, then ``schedule`` over the remaining ``total - warmup`` units.
+
+    This is the closed form of DSNAS's ``devkit/core/lr_scheduler.py`` (lines 66-88: linear warm-up
+    ``warmup_lr + (base_lr - warmup_lr) * T / warmup_iters``, then cosine from ``base_lr`` to
+    ``targetlr`` over ``max_iter - warmup_iters``), with ``warmup=0`` the plain per-unit cosine of
+    EPS's searcher (``CosineAnnealingLR(optimizer, total_iters)`` stepped every iteration,
+    ``search_cnn_nasbench/searcher.py`` lines 265, 357). Linear decays to 0 (SPOS), cosine to
+    ``min_lr``; units past ``total`` keep the final rate.
+    """
+    def factor(t: int) -> float:
+        if t < warmup:
+            return (warmup_start + (lr - warmup_start) * t / warmup) / lr
+        s = min(1.0, (t - warmup) / max(total - warmup, 1))
+        if schedule == "linear":
+            return 1.0 - s
+        if schedule == "cosine":
+            return (min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * s))) / lr
+        return 1.0
+
+    return factor
+
+
 class SinglePathSearch:
     """Owns a single-path supernet, its SGD optimiser and schedule, and a path sampler.
 
@@ -87,6 +114,8 @@ class SinglePathSearch:
     strategy = "evolution"
     #: the paper's learning rate at ``base_batch_size`` (used when ``lr`` is None)
     base_lr = 0.5
+    #: the method's own evaluation protocol for ``pynas search`` (keys of its ``evaluation`` section)
+    evaluation_defaults: Dict[str, Any] = {}
 
     def __init__(
         self,
@@ -102,6 +131,11 @@ class SinglePathSearch:
         grad_clip: float = 0.0,
         nesterov: bool = False,
         schedule: str = "linear",
+        min_lr: float = 0.0,
+        no_wd_bn_bias: bool = False,
+        lr_unit: str = "epoch",
+        lr_warmup_epochs: int = 0,
+        lr_warmup_start: float = 0.0,
         amp: str = "none",
         constraint: Optional[Constraint] = None,
         seed: int = 0,
@@ -141,14 +175,40 @@ class SinglePathSearch:
             lr = self.base_lr * check_positive_int(batch_size, "batch_size") / check_positive_int(
                 base_batch_size, "base_batch_size")
         self.lr = check_positive_float(lr, "lr")
-        self.optimizer = torch.optim.SGD(supernet.weight_parameters(), lr=self.lr,
+        self.min_lr = check_nonneg_float(min_lr, "min_lr")
+        if not isinstance(no_wd_bn_bias, bool):
+            raise TypeError(f"no_wd_bn_bias must be a bool, got {type(no_wd_bn_bias).__name__}")
+        self.no_wd_bn_bias = no_wd_bn_bias
+        weight_decay = check_nonneg_float(weight_decay, "weight_decay")
+        # SPOS's optimizer exempts BN and bias parameters from weight decay (its utils.get_parameters);
+        # pynas.training.train.parameter_groups makes the same split for the stand-alone retraining.
+        weights = {id(p) for p in supernet.weight_parameters()}
+        groups = [{**group, "params": [p for p in group["params"] if id(p) in weights]}
+                  for group in parameter_groups(supernet, weight_decay=weight_decay, no_wd_bn_bias=no_wd_bn_bias)]
+        self.optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=self.lr,
                                          momentum=check_nonneg_float(momentum, "momentum"),
-                                         weight_decay=check_nonneg_float(weight_decay, "weight_decay"),
-                                         nesterov=bool(nesterov))
-        if self.schedule == "linear":
+                                         weight_decay=weight_decay, nesterov=bool(nesterov))
+        # lr_unit="iteration" steps the schedule after every optimiser step (EPS's and DSNAS's code do),
+        # "epoch" at every epoch end; a warm-up (DSNAS: 5 epochs from 1e-4) is counted in the same unit.
+        self.lr_unit = check_choice(lr_unit, "lr_unit", ("epoch", "iteration"))
+        if isinstance(lr_warmup_epochs, bool) or not isinstance(lr_warmup_epochs, int) or lr_warmup_epochs < 0:
+            raise ValueError(f"lr_warmup_epochs must be an int >= 0, got {lr_warmup_epochs!r}")
+        if lr_warmup_epochs >= self.epochs and lr_warmup_epochs > 0:
+            raise ValueError(f"lr_warmup_epochs ({lr_warmup_epochs}) must be below epochs ({self.epochs})")
+        self.lr_warmup_epochs = lr_warmup_epochs
+        self.lr_warmup_start = check_nonneg_float(lr_warmup_start, "lr_warmup_start")
+        if self.lr_unit == "iteration" and steps_per_epoch is None:
+            raise ValueError("lr_unit='iteration' needs steps_per_epoch (the schedule's length in iterations)")
+        if self.lr_unit == "iteration" or self.lr_warmup_epochs:
+            per_unit = steps_per_epoch if self.lr_unit == "iteration" else 1
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_then_decay(
+                schedule=self.schedule, lr=self.lr, min_lr=self.min_lr, total=self.epochs * per_unit,
+                warmup=self.lr_warmup_epochs * per_unit, warmup_start=self.lr_warmup_start))
+        elif self.schedule == "linear":
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_decay(self.epochs, None))
         elif self.schedule == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.epochs)
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.epochs,
+                                                                        eta_min=self.min_lr)
         else:
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda epoch: 1.0)
         self.scaler = torch.amp.GradScaler(enabled=self.amp == "fp16")
@@ -198,12 +258,15 @@ class SinglePathSearch:
             nn.utils.clip_grad_norm_(self.supernet.weight_parameters(), self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.lr_unit == "iteration":
+            self.scheduler.step()
         self.global_step += 1
         return {"loss": loss.detach() / paths.shape[0], "correct": (first.detach().argmax(1) == y).sum(),
                 "count": y.shape[0], "paths": paths.shape[0]}
 
     def end_epoch(self) -> None:
-        self.scheduler.step()
+        if self.lr_unit == "epoch":
+            self.scheduler.step()
         self.epoch += 1
 
     # -- after training ---------------------------------------------------------------

@@ -4,8 +4,12 @@ Two phases in one run dir, both resumable after a kill:
 
 1. supernet training (``SearchRunner``: ``checkpoint.pt``, ``metrics.jsonl``);
 2. the method's search strategy (evolution or random search), every
-   candidate scored by :func:`pynas.evaluation.evaluate_paths` (batched, BN
-   recalibrated per path) on validation batches; its state goes to
+   candidate scored by :func:`pynas.evaluation.evaluate_paths` (batched) on
+   validation batches with the method's evaluation protocol (its
+   ``evaluation_defaults``: BN recalibrated per path, shared running
+   statistics, or batch statistics; ``evaluation.protocol`` overrides it);
+   RandomNAS's best 10 are re-scored on the whole validation split
+   (``evaluation.rerank: all``); the strategy's state goes to
    ``search_state.pt`` after every generation.
 
 Outputs: the resolved ``config.yaml``, ``path.json`` (the found path, its op
@@ -25,25 +29,32 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
-from pynas.algorithms import create_algorithm
-from pynas.config import save_yaml
+from pynas.algorithms import ALGORITHMS, create_algorithm
 from pynas.data.options import data_options
 from pynas.data.run import RunData, load_run_data, write_split_record
 from pynas.data.stream import FileDataset, make_loader
 from pynas.evaluation import evaluate_paths
+from pynas.evaluation.paths import BN_POLICIES
 from pynas.spaces import SPACES, create_space
 from pynas.spaces.path_space import Constraint, PathSpace
 from pynas.spaces.path_spec import path_record as make_path_record
 from pynas.training.checkpoint import load_checkpoint, save_checkpoint
 from pynas.training import distributed
 from pynas.training.guard import Preempted, StopSignals
-from pynas.training.search import SearchRunner, write_json
+from pynas.training.run_config import record_run_config
+from pynas.training.search import CHECKPOINT, SearchRunner, write_json
 
 from .common import place_supernet, resolve_device, seed_everything
 
 SEARCH_STATE = "search_state.pt"
-EVALUATION_KEYS = ("recalibrate_batches", "eval_batches", "bn", "momentum", "strategy", "paths_per_pass",
-                   "rows_per_call", "memory_format")
+EVALUATION_KEYS = ("recalibrate_batches", "eval_batches", "bn", "protocol", "momentum", "strategy", "paths_per_pass",
+                   "rows_per_call", "memory_format", "recalibrate_batch_size", "eval_batch_size", "rerank")
+#: how the evaluation batches are cut, not arguments of evaluate_paths
+BATCH_SIZE_KEYS = ("recalibrate_batch_size", "eval_batch_size")
+#: keys of the ``evaluation`` section that are not arguments of evaluate_paths
+NON_EVALUATE_KEYS = BATCH_SIZE_KEYS + ("rerank",)
+#: ``evaluation.rerank``: "off", or "all" (the search's best ``rerank_top`` re-scored on the whole validation split)
+RERANK_CHOICES = ("off", "all")
 
 
 def create_path_space(name: str, *, num_classes: int, in_channels: int, input_size: int, options: dict) -> PathSpace:
@@ -98,37 +109,144 @@ def build_path_algorithm(cfg: dict, data: PathData, *, device) -> Tuple[PathSpac
     return space, constraint, algorithm
 
 
+def algorithm_evaluation_defaults(algo: Optional[str]) -> dict:
+    """The method's own evaluation protocol (e.g. SPOS's 200 x 128 recalibration, 40 x 200 scoring), or {}."""
+    if not algo or algo not in ALGORITHMS.names():
+        return {}
+    return dict(getattr(ALGORITHMS.get(algo), "evaluation_defaults", None) or {})
+
+
 def evaluation_options(cfg: dict) -> dict:
-    """``cfg['evaluation']`` checked against the keywords of :func:`evaluate_paths` used here, with the
-    run defaults (10 recalibration batches, 5 evaluation batches)."""
+    """``cfg['evaluation']`` checked against the keywords of :func:`evaluate_paths` used here (plus the
+    batch sizes ``recalibrate_batch_size``/``eval_batch_size``, default the run's ``batch_size``), over the
+    method's own defaults (``evaluation_defaults`` of the algorithm: SPOS's 200 x 128 and 40 x 200), over
+    the run defaults (10 recalibration batches, 5 evaluation batches)."""
     evaluation = {k: v for k, v in (cfg.get("evaluation") or {}).items() if k in EVALUATION_KEYS}
     unknown = set(cfg.get("evaluation") or {}) - set(EVALUATION_KEYS)
     if unknown:
         raise ValueError(f"evaluation: unknown keys {sorted(unknown)}; known: {list(EVALUATION_KEYS)}")
+    # ``protocol`` names the batch-norm mode of scoring (recalibrate | running | batch): the evaluator's ``bn``.
+    # Every method has its own (``evaluation_defaults``); a config (``pynas rank`` included) overrides it with
+    # either key, so protocols can be compared on one trained supernet.
+    if "protocol" in evaluation:
+        protocol = evaluation.pop("protocol")
+        if protocol not in BN_POLICIES:
+            raise ValueError(f"evaluation.protocol must be one of {BN_POLICIES}, got {protocol!r}")
+        if "bn" in evaluation and evaluation["bn"] != protocol:
+            raise ValueError(f"evaluation.protocol ({protocol!r}) and evaluation.bn ({evaluation['bn']!r}) disagree; "
+                             f"give one of them")
+        evaluation["bn"] = protocol
+    method = algorithm_evaluation_defaults(cfg.get("algo"))
+    for count_key, size_key in (("recalibrate_batches", "recalibrate_batch_size"), ("eval_batches", "eval_batch_size")):
+        if count_key in evaluation:  # a count the config gives keeps the run's batch size unless it gives one too
+            method.pop(size_key, None)
+    for key, value in method.items():
+        evaluation.setdefault(key, value)
     evaluation.setdefault("recalibrate_batches", 10)
     evaluation.setdefault("eval_batches", 5)
+    evaluation.setdefault("rerank", "off")
+    if evaluation["rerank"] not in RERANK_CHOICES:
+        raise ValueError(f"evaluation.rerank must be one of {RERANK_CHOICES}, got {evaluation['rerank']!r}")
+    for key in BATCH_SIZE_KEYS:
+        value = evaluation.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"evaluation.{key} must be an int >= 1 or null (the run's batch_size), got {value!r}")
     return evaluation
+
+
+def evaluate_kwargs(evaluation: dict) -> dict:
+    """The options of :func:`evaluate_paths` in ``evaluation`` (without the batch sizes and ``rerank``)."""
+    return {k: v for k, v in evaluation.items() if k not in NON_EVALUATE_KEYS}
+
+
+def capped_batches(images: int, batch: int, count: Optional[int]) -> Tuple[int, Optional[int]]:
+    """The scaling rule for splits smaller than a protocol asks: ``(batch, count)`` that fit ``images``.
+
+    A protocol (SPOS: 200 batches of 128 training images, 40 of 200 validation
+    images) is kept whole when the split holds ``batch x count`` images.
+    Otherwise the batch size is kept and the count drops to the whole batches
+    the split holds (``images // batch``: every image used at most once); a
+    split smaller than one batch gives one batch of all its images.
+    ``count=None`` (every batch) is left as is.
+    """
+    if count is None:
+        return batch, None
+    if images < batch:
+        return max(images, 1), min(count, 1)
+    return batch, min(count, images // batch)
 
 
 def evaluation_batches(cfg: dict, data: PathData, evaluation: dict) -> Tuple[list, list]:
     """Fixed batches, read once: every candidate (and a resumed run) is scored on the same
-    recalibration (training part, not augmented) and validation images."""
-    batch = cfg["batch_size"]
+    recalibration (training part, not augmented) and validation images.
+
+    Batch sizes: ``evaluation.recalibrate_batch_size``/``eval_batch_size``, else the
+    run's ``batch_size``. When a method's own protocol (``evaluation_defaults``) asks
+    for more images than a split holds, :func:`capped_batches` scales it down and
+    ``evaluation`` records the counts used; counts the config gave explicitly are
+    never capped (too few images is then an error).
+    """
     options = data_options(cfg.get("data"))
+    given = cfg.get("evaluation") or {}
     out = []
-    for part, seed, count in ((data.train_part, cfg["seed"] + 2, evaluation["recalibrate_batches"]),
-                              (data.valid_part, cfg["seed"] + 3, evaluation["eval_batches"])):
+    for part, seed, size_key, count_key in ((data.train_part, cfg["seed"] + 2, "recalibrate_batch_size",
+                                             "recalibrate_batches"),
+                                            (data.valid_part, cfg["seed"] + 3, "eval_batch_size", "eval_batches")):
+        batch = evaluation.get(size_key) or cfg["batch_size"]
+        count = evaluation[count_key]
+        if count_key not in given and count:
+            batch, count = capped_batches(len(part), batch, count)
+            evaluation[size_key], evaluation[count_key] = batch, count
         streamed = isinstance(part, FileDataset)
         loader = make_loader(part, batch_size=batch, augment=False, drop_last=True, seed=seed,
                              device=data.train_loader.device if streamed else None,
                              **(dict(workers=options.workers, strict=options.strict, decoder=options.decoder)
                                 if streamed else {}))
         try:
-            out.append(_first_batches(loader, count))
+            out.append(_first_batches(loader, count) if count else [])
         finally:
             if streamed:
                 loader.close()
     return out[0], out[1]
+
+
+def validation_split_batches(cfg: dict, data: PathData, evaluation: dict) -> list:
+    """Every image of the validation split, in batches of ``evaluation.eval_batch_size`` (the last one
+    partial), not augmented: RandomNAS's re-scoring set (``evaluate(arch, split='valid')`` runs
+    ``len(self.valid_queue)`` batches, randomNAS_release ``benchmarks/cnn/darts/darts_wrapper_discrete.py``
+    lines 192-195)."""
+    options = data_options(cfg.get("data"))
+    part = data.valid_part
+    streamed = isinstance(part, FileDataset)
+    loader = make_loader(part, batch_size=evaluation.get("eval_batch_size") or cfg["batch_size"], augment=False,
+                         shuffle=False, drop_last=False, seed=cfg["seed"] + 4,
+                         device=data.train_loader.device if streamed else None,
+                         **(dict(workers=options.workers, strict=options.strict) if streamed else {}))
+    try:
+        return list(loader)
+    finally:
+        if streamed:
+            loader.close()
+
+
+def rerank_option(cfg: dict, data: PathData, evaluation: dict, algorithm, recal_batches: list) -> dict:
+    """``{"rerank_fn": ...}`` when ``evaluation.rerank`` is "all" (RandomNAS's default), else {}.
+
+    The re-scoring uses the same protocol as the search's scores, on the whole validation split.
+    """
+    if evaluation.get("rerank", "off") == "off" or "rerank_fn" in (cfg.get("search") or {}):
+        return {}
+    if algorithm.strategy != "random":
+        raise ValueError(f"evaluation.rerank='all' re-scores a random search's best paths; {cfg['algo']} searches "
+                         f"with {algorithm.strategy!r}")
+    full = validation_split_batches(cfg, data, evaluation)
+    options = {**evaluate_kwargs(evaluation), "eval_batches": None}
+
+    def rerank(paths):
+        return evaluate_paths(algorithm.supernet, paths, full, recalibrate_data=recal_batches, amp=cfg["amp"],
+                              **options).accuracy
+
+    return {"rerank_fn": rerank}
 
 
 def run_path_search(cfg: dict, *, out_dir: Path, progress: bool = True, stop: Optional[StopSignals] = None) -> dict:
@@ -142,8 +260,9 @@ def _run_path_search(cfg: dict, *, out_dir: Path, progress: bool, stop: StopSign
     out_dir.mkdir(parents=True, exist_ok=True)
     distributed.init_from_env(device=resolve_device(cfg["device"]).type)
     main = distributed.is_main()  # under torchrun only rank 0 writes the run dir
-    if main:
-        save_yaml(out_dir / "config.yaml", cfg)
+    # Before anything is built: a resume with other settings stops here, naming them, not in load_state_dict.
+    record_run_config(out_dir, cfg, main=main,
+                      resuming=(out_dir / CHECKPOINT).is_file() or (out_dir / SEARCH_STATE).is_file())
     seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
 
@@ -163,7 +282,7 @@ def _run_path_search(cfg: dict, *, out_dir: Path, progress: bool, stop: StopSign
 
     def score(paths):
         return evaluate_paths(algorithm.supernet, paths, eval_batches, recalibrate_data=recal_batches,
-                              amp=cfg["amp"], **evaluation).accuracy
+                              amp=cfg["amp"], **evaluate_kwargs(evaluation)).accuracy
 
     state_path = out_dir / SEARCH_STATE
     state = load_checkpoint(state_path)["strategy"] if state_path.is_file() else None
@@ -186,7 +305,7 @@ def _run_path_search(cfg: dict, *, out_dir: Path, progress: bool, stop: StopSign
         raise Preempted(signum, checkpoint=runner.checkpoint_path, written=False, where="after supernet training")
     t1 = time.perf_counter()
     found = algorithm.search(score, state=state, on_generation=on_generation, on_state=on_state,
-                             **(cfg.get("search") or {}))
+                             **rerank_option(cfg, data, evaluation, algorithm, recal_batches), **(cfg.get("search") or {}))
     search_phase_seconds = time.perf_counter() - t1
     best = tuple(int(v) for v in found.best_path)
     # path.json (format 2): the path and the space's resolved options, enough for ``pynas train --path``.

@@ -29,11 +29,12 @@ from pynas.algorithms import ALGORITHMS, create_algorithm
 from pynas.data.loader import MEMORY_FORMATS
 from pynas.data.options import data_options
 from pynas.data.run import load_run_data, write_split_record
-from pynas.config import CONFIG_DIR, load_yaml, merge, save_yaml
+from pynas.config import CONFIG_DIR, load_yaml, merge
 from pynas.spaces import create_space
 from pynas.training import distributed
 from pynas.training.guard import StopSignals
-from pynas.training.search import SearchRunner, write_json
+from pynas.training.run_config import record_run_config
+from pynas.training.search import CHECKPOINT, SearchRunner, write_json
 
 from .common import place_supernet, resolve_device, seed_everything
 
@@ -99,8 +100,8 @@ def _run_search(config: dict, *, out_dir: Path, progress: bool, stop: StopSignal
     main = distributed.is_main()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        save_yaml(out_dir / "config.yaml", cfg)
+    # Before anything is built: a resume with other settings stops here, naming them, not in load_state_dict.
+    record_run_config(out_dir, cfg, resuming=(out_dir / CHECKPOINT).is_file(), main=main)
     seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
 

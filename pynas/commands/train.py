@@ -18,7 +18,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from pynas.config import merge, save_yaml
+from pynas.config import merge
 from pynas.data import DeviceLoader, create_dataset
 from pynas.data.options import data_options, with_root
 from pynas.data.stream import FileDataset, make_loader
@@ -26,8 +26,10 @@ from pynas.models import DartsNetworkCIFAR, NB201Network
 from pynas.spaces.genotypes import DartsGenotype, NB201Genotype, load_genotype
 from pynas.spaces.path_spec import load_path_spec
 from pynas.training import distributed
+from pynas.training.run_config import EXTENDABLE_KEYS, record_run_config
 from pynas.training.search import write_json
 from pynas.training.train import (
+    CHECKPOINT as TRAIN_CHECKPOINT,
     DARTS_TRAIN_DEFAULTS,
     NB201_TRAIN_DEFAULTS,
     path_protocol,
@@ -102,8 +104,11 @@ def run_train(config: dict, *, genotype_path: Optional[Path] = None, path_file: 
     device = resolve_device(cfg["device"])  # under torchrun on GPUs: this rank's (init_from_env set it)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        save_yaml(out_dir / "train_config.yaml", dict(cfg, world_size=world))
+    # Before anything is built. epochs may be raised (the lr schedule is re-laid over the new total, see
+    # pynas.training.run_config); world_size is left to the checkpoint's own check, which says how to relaunch.
+    record_run_config(out_dir, dict(cfg, world_size=world), name="train_config.yaml", main=main,
+                      resuming=(out_dir / TRAIN_CHECKPOINT).is_file(), extendable=EXTENDABLE_KEYS,
+                      ignore=("world_size",))
     seed_everything(cfg["seed"])
     fmt = cfg["memory_format"]
     options = data_options(cfg["data"])

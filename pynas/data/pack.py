@@ -284,7 +284,8 @@ def pack(
             metas[split] = dict(
                 format=FORMAT, format_version=FORMAT_VERSION, split=split, layout="NHWC", dtype="uint8",
                 size=size, count=result.count, classes=list(classes),
-                class_counts=np.bincount(np.load(split_dir / LABELS_FILE), minlength=len(classes)).tolist(),
+                class_counts=np.bincount(np.load(split_dir / LABELS_FILE, allow_pickle=False),
+                                         minlength=len(classes)).tolist(),
                 source=str(src / split), files=len(listings[split].paths),
                 resize=dict(method="shorter side to size, centre crop", draft=True, filter="box (bicubic when "
                             "upscaling)", as_in="torchvision Resize(size) + CenterCrop(size)"),

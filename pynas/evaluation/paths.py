@@ -38,6 +38,12 @@ Batch-norm policies (``bn``):
   cumulative average, a float an exponential one;
 * ``"batch"``: no recalibration; evaluate with each batch's own statistics;
 * ``"running"``: no recalibration; use the supernet's shared running statistics.
+
+These are the methods' protocols (``evaluation_defaults`` of each algorithm):
+recalibration for SPOS, FairNAS, GreedyNAS and few-shot NAS, running
+statistics in eval mode for RandomNAS, batch statistics for EPS (whose
+training-time scoring, one validation batch per path, is
+:func:`path_losses_own_batches`).
 """
 from __future__ import annotations
 
@@ -53,11 +59,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pynas.supernets.path_batch import begin_path_statistics, end_path_statistics
+from pynas.supernets.path_batch import begin_path_statistics, end_path_statistics, path_batch
 
 from .prefix_trie import TrieMemoryError, chain_parts, score_chain_paths
 
-__all__ = ["PathEvaluation", "evaluate_paths", "evaluate_paths_sequential", "path_losses", "BN_POLICIES",
+__all__ = ["PathEvaluation", "evaluate_paths", "evaluate_paths_sequential", "path_losses", "path_losses_own_batches", "BN_POLICIES",
            "STRATEGIES", "MEMORY_FORMATS", "auto_memory_format"]
 
 BN_POLICIES = ("recalibrate", "batch", "running")
@@ -448,3 +454,71 @@ def path_losses(supernet: nn.Module, paths: Any, batch: Batch, *, amp: str = "no
     p, n = logits.shape[:2]
     losses = F.cross_entropy(logits.reshape(p * n, -1), y.unsqueeze(0).expand(p, n).reshape(-1), reduction="none")
     return losses.view(p, n).mean(1).cpu()
+
+
+def path_accuracy_and_loss(supernet: nn.Module, paths: Any, batch: Batch, *, amp: str = "none") -> Tensor:
+    """``[P, 2]``: each path's top-1 accuracy and mean cross-entropy on one batch, train-mode BN.
+
+    GreedyNAS ranks its sampled paths by top-1 accuracy on validation data
+    (mmrazor ``subnet_sampler_loop.py`` ``score_key='accuracy/top1'``); the
+    loss breaks the ties a small batch makes frequent. All P paths run in one
+    pass without gradients. Deviation: mmrazor scores in eval mode with the
+    supernet's running BN statistics; here each path normalises with its own
+    batch statistics, as :func:`path_losses` does (shared running statistics
+    mix every path's, and per-path recalibration per step is unaffordable).
+    """
+    _check_supernet(supernet)
+    paths = _check_paths(supernet, paths)
+    device = _device_of(supernet)
+    x, y = batch[0].to(device), batch[1].to(device)
+    was_training = supernet.training
+    supernet.train()
+    try:
+        with torch.no_grad(), _autocast(amp, device):
+            logits = supernet.forward_paths(x, paths).float()
+    finally:
+        supernet.train(was_training)
+    p, n = logits.shape[:2]
+    targets = y.unsqueeze(0).expand(p, n)
+    losses = F.cross_entropy(logits.reshape(p * n, -1), targets.reshape(-1), reduction="none").view(p, n).mean(1)
+    accuracy = (logits.argmax(-1) == targets).float().mean(1)
+    return torch.stack([accuracy, losses], 1).cpu()
+
+
+@torch.no_grad()
+def path_losses_own_batches(supernet: nn.Module, paths: Any, inputs: Tensor, targets: Tensor, *,
+                            label_smoothing: float = 0.0, amp: str = "none") -> Tensor:
+    """Mean cross-entropy ``[P]`` of path p on its OWN batch ``inputs[p]`` (``[P, n, ...]``, labels
+    ``targets`` ``[P, n]``), batch statistics (train-mode BN), all P paths in one pass.
+
+    EPS's searcher scores each member of its trained group on the next 250-image validation batch,
+    one member after another, with the model in train mode (``search_cnn_nasbench/searcher.py`` lines
+    403-436: ``validate`` never calls ``model.eval()``, and its batch norms track no running statistics)
+    and its training criterion, label-smoothed cross-entropy (lines 253, 424). Here the P batches are
+    stacked into one ``[P * n]`` batch whose rows carry their own path (per-row paths) and whose batch
+    norms normalise each path's rows with that path's statistics, which is what P separate train-mode
+    passes compute. The supernet's running statistics and training mode are left as they were.
+    """
+    _check_supernet(supernet)
+    paths = _check_paths(supernet, paths)
+    if not isinstance(inputs, Tensor) or not isinstance(targets, Tensor):
+        raise TypeError("inputs and targets must be tensors")
+    num_paths = paths.shape[0]
+    if inputs.dim() < 2 or inputs.shape[0] != num_paths or tuple(targets.shape) != tuple(inputs.shape[:2]):
+        raise ValueError(f"inputs must be [P, n, ...] and targets [P, n] with P = {num_paths} paths, got "
+                         f"{list(inputs.shape)} and {list(targets.shape)}")
+    if isinstance(label_smoothing, bool) or not 0.0 <= float(label_smoothing) < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    if amp not in _AMP:
+        raise ValueError(f"amp must be one of {tuple(_AMP)}, got {amp!r}")
+    device = _device_of(supernet)
+    n = inputs.shape[1]
+    x = inputs.reshape(num_paths * n, *inputs.shape[2:]).to(device)
+    y = targets.reshape(-1).to(device)
+    row_paths = torch.arange(num_paths).repeat_interleave(n)
+    with _batch_norms_restored(supernet):
+        supernet.train()
+        with path_batch(row_paths, num_paths), _autocast(amp, device):
+            logits = supernet(x, paths[row_paths]).float()
+    losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=float(label_smoothing))
+    return losses.view(num_paths, n).mean(1).cpu()

@@ -29,7 +29,8 @@ Factors (config keys): path sampling = ``algo`` (spos, fairnas, greedynas, rando
 few-shot); few-shot split = ``algo: few-shot`` with ``algorithm.split_layer`` /
 ``algorithm.split_epoch``; supernet width/depth = ``space_options`` (``init_channels``,
 ``head_channels`` for nasbench-macro; ``C``, ``N`` for nas-bench-201-path); regularisation and
-augmentation = ``augment`` and ``algorithm.weight_decay``; BN policy = ``evaluation.bn`` and
+augmentation = ``augment`` and ``algorithm.weight_decay``; BN policy = ``evaluation.bn`` (or its synonym
+``evaluation.protocol``: recalibrate | running | batch; default the method's own) and
 ``evaluation.recalibrate_batches``; cell topology shared or not = ``cell_topology`` (nas-bench-201-path
 supports ``shared`` only: :class:`~pynas.supernets.nb201_path_supernet.NB201PathSupernet` sets edge e of
 every cell from path entry e, so a supernet with one topology per cell is missing).
@@ -54,13 +55,14 @@ from pynas.commands.path_search import (
     create_path_space,
     evaluation_batches,
     evaluation_options,
+    evaluate_kwargs,
     load_path_data,
 )
-from pynas.config import save_yaml
 from pynas.evaluation import evaluate_paths
 from pynas.metrics.bootstrap import check_options
 from pynas.training.checkpoint import load_checkpoint
-from pynas.training.search import SearchRunner, write_json
+from pynas.training.run_config import record_run_config
+from pynas.training.search import CHECKPOINT, SearchRunner, write_json
 
 from .ground_truth import GROUND_TRUTH, ground_truth, load_table
 from .plots import draw_study_plots
@@ -188,7 +190,7 @@ class _Evaluator:
         if found is not None:
             return found
         result = evaluate_paths(self.algorithm.supernet, self.paths, self.valid, recalibrate_data=self.recal,
-                                amp=self.amp, **self.evaluation)
+                                amp=self.amp, **evaluate_kwargs(self.evaluation))
         record = {"epoch": epoch, "indices": self.indices.tolist(), "evaluation": self.evaluation,
                   "accuracy": result.accuracy.tolist(), "loss": result.loss.tolist(), "samples": result.samples,
                   "seconds": result.seconds, "source": source}
@@ -268,7 +270,8 @@ def run_rank_study(cfg: dict, *, out_dir, progress: bool = True) -> dict:
     evaluation = evaluation_options(cfg)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(out_dir / "config.yaml", cfg)
+    # A run dir holding the runner's checkpoint is resumed: with the settings it was started with.
+    record_run_config(out_dir, cfg, resuming=cfg.get("checkpoint") is None and (out_dir / CHECKPOINT).is_file())
     seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
     data = load_path_data(cfg, device=device)

@@ -71,9 +71,12 @@ def check_callable(fn: Any, name: str, *, allow_none: bool = False) -> Optional[
     return fn
 
 
-def call_score_fn(fn: Callable[[Tensor], Any], paths: Tensor, name: str = "score_fn") -> List[float]:
+def call_score_fn(fn: Callable[[Tensor], Any], paths: Tensor, name: str = "score_fn", *,
+                  allow_columns: bool = False) -> List[Any]:
     """``fn(paths [P, L])`` checked to be ``P`` numbers (a tensor or a sequence), returned as floats.
 
+    With ``allow_columns``, ``[P, K]`` is accepted too and each row comes back as
+    a tuple of K floats (lexicographic scores: GreedyNAS's accuracy, then loss).
     NaN is refused (it cannot be ranked); infinities are kept.
     """
     count = paths.shape[0]
@@ -86,15 +89,17 @@ def call_score_fn(fn: Callable[[Tensor], Any], paths: Tensor, name: str = "score
                             f"got {type(out).__name__}") from None
     if out.dtype == torch.bool or out.is_complex():
         raise TypeError(f"{name} must return real scores, got a {out.dtype} tensor")
-    if tuple(out.shape) != (count,):
-        raise ValueError(f"{name} must return a tensor of shape [{count}] (one score per path), "
+    rows = allow_columns and out.dim() == 2 and out.shape[0] == count and out.shape[1] >= 1
+    if tuple(out.shape) != (count,) and not rows:
+        wanted = f"[{count}] or [{count}, K]" if allow_columns else f"[{count}]"
+        raise ValueError(f"{name} must return a tensor of shape {wanted} (one score per path), "
                          f"got shape {list(out.shape)}")
     values = out.detach().to("cpu", torch.float64)
-    nan = torch.isnan(values).nonzero()
+    nan = torch.isnan(values).reshape(count, -1).any(1).nonzero()
     if nan.numel():
         i = int(nan[0])
         raise ValueError(f"{name} returned NaN for path {paths[i].tolist()}")
-    return values.tolist()
+    return [tuple(row) for row in values.tolist()] if rows else values.tolist()
 
 
 def check_saved_state(state: Any, *, kind: str, name: str, config: dict, owner: str) -> None:

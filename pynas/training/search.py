@@ -155,9 +155,16 @@ class SearchRunner:
                              f"has {self.world_size}: the global batch and the per-rank random streams would "
                              f"differ, so resuming would not reproduce the run; relaunch with "
                              f"--nproc_per_node={saved_world}")
-        self.algorithm.load_state_dict(state["algorithm"])
-        self.train_loader.load_state_dict(state["train_loader"])
-        self.valid_loader.load_state_dict(state["valid_loader"])
+        try:
+            self.algorithm.load_state_dict(state["algorithm"])
+            self.train_loader.load_state_dict(state["train_loader"])
+            self.valid_loader.load_state_dict(state["valid_loader"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+            # The commands compare configs first; this catches a library caller's mismatch (and a payload
+            # that is a dict but not a search checkpoint) with one line, not load_state_dict's listing.
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"{self.checkpoint_path} holds another algorithm, supernet or data than this run's "
+                             f"(start it in another run dir): {first[:300]}") from None
         set_rng_state(state["rng_per_rank"][self.rank] if "rng_per_rank" in state else state["rng"])
         self._rng_split = True  # the saved streams are already per rank
         self.sums = dict(state["sums"])

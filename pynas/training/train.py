@@ -45,8 +45,10 @@ every step (as the search does) so every rank holds the same network,
 evaluation sums correct/count over ranks, rank 0 alone writes files, and a
 checkpoint restores every rank (it refuses another world size).
 
-Checkpoints are atomic and carry loaders and random states (each rank's) for
-exact resume, at every epoch end and every ``checkpoint_every`` steps.
+Checkpoints are atomic and checksummed (:mod:`pynas.training.checkpoint`) and carry loaders and random
+states (each rank's) for exact resume, at every epoch end and every ``checkpoint_every`` steps. A resume
+may raise ``epochs`` (:mod:`pynas.training.run_config`): :func:`lr_at` is a function of the step and the
+epoch count, so the remaining steps follow the schedule laid over the new total.
 """
 from __future__ import annotations
 
