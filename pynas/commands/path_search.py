@@ -257,9 +257,9 @@ def _run_path_search(cfg: dict, *, out_dir: Path, progress: bool, stop: StopSign
         if front is not None:
             # A multi-objective strategy (nsga2): every non-dominated path it scored; path.json holds the one
             # its rule chose (the most accurate admissible path).
-            write_json(out_dir / PARETO, {"objectives": found.extra.get("objectives"), "constraint": constraint.as_dict(),
-                                          "chosen": space.format(best), "rule": "most accurate admissible path",
-                                          "front": front})
+            write_json(out_dir / PARETO, {"objectives": found.extra.get("objectives"),
+                                          "constraint": constraint.as_dict(), "chosen": space.format(best),
+                                          "rule": "most accurate admissible path", "front": front})
     result = {
         **path_record, "space": cfg["space"], "algo": cfg["algo"], "dataset": cfg["dataset"],
         "train_seconds": outcome["search_seconds"], "search_phase_seconds": search_phase_seconds,

@@ -62,6 +62,7 @@ from .tabular import TabularScore  # noqa: E402
 __all__ = [
     "STRATEGIES", "SAMPLERS", "register_strategy", "create_strategy", "list_strategies", "register_sampler",
     "create_sampler", "list_samplers", "SearchResult", "SearchStrategy", "EvolutionSearch", "RandomSearch",
-    "RegularizedEvolution", "NSGA2Search", "PathSampler", "UniformSampler", "FairSampler", "GreedySampler", "EPSSampler",
+    "RegularizedEvolution", "NSGA2Search", "PathSampler", "UniformSampler", "FairSampler", "GreedySampler",
+    "EPSSampler",
     "CandidatePool", "TabularScore",
 ]

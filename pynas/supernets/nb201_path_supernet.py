@@ -128,7 +128,7 @@ class NB201PathSupernet(SinglePathSupernet):
         return [layer for cell in self.cells if isinstance(cell, NB201ChoiceCell) for layer in cell.ops]
 
     def layers_of(self, entry: int) -> List[ChoiceLayer]:
-        """The ChoiceLayers that follow path entry ``entry`` (edge ``entry % 6`` of the cells of group ``entry // 6``)."""
+        """The ChoiceLayers that follow path entry ``entry``: edge ``entry % 6`` of the cells of group ``entry // 6``."""
         width = len(NB201_EDGES)
         if isinstance(entry, bool) or not isinstance(entry, int) or not 0 <= entry < self.num_layers:
             raise ValueError(f"entry must be an int in [0, {self.num_layers}), got {entry!r}")
