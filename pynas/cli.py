@@ -103,7 +103,7 @@ def _rank_parser(sub) -> None:
     study.add_argument("--bn", choices=["recalibrate", "batch", "running"], help="batch-norm policy at evaluation")
     study.add_argument("--recalibrate-batches", type=int, dest="recalibrate_batches")
     study.add_argument("--cell-topology", dest="cell_topology", choices=["shared", "independent"],
-                       help="nas-bench-201-path: one cell topology for all cells (only 'shared' is supported)")
+                       help="nas-bench-201-path: one cell topology for all cells (only 'shared' has ground truth)")
     study.add_argument("--device")
     study.add_argument("--amp", choices=["none", "bf16", "fp16"])
     tab = p.add_argument_group("tabular (--tabular)")

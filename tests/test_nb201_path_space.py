@@ -106,7 +106,8 @@ def test_supernet_structure():
     assert not any(type(m) is nn.BatchNorm2d for m in supernet.modules())
     assert any(isinstance(m, PathBatchNorm2d) for m in supernet.modules())
     assert create_space("nas-bench-201-path") == NB201PathSpace()
-    assert NB201PathSupernet(C=4, N=1).space == NB201PathSpace(C=4, N=1)
+    alone = NB201PathSupernet(C=4, N=1)  # no space made: the supernet module does not import the space's
+    assert alone.space is None and alone.num_layers == 6 and alone(torch.randn(2, 3, 8, 8), [3] * 6).shape == (2, 10)
 
 
 def test_supernet_path_equals_extracted_network():
@@ -163,3 +164,109 @@ def test_bad_input_is_rejected_clearly():
     with pytest.raises(ValueError, match="entry"):
         supernet.layers_of(6)
     assert NB201Genotype(("none",) * 6) == space.genotype([0] * 6)
+
+
+# -- cells with their own topologies (cell_topology: stage / independent) -----------------------------------
+TOPOLOGIES = {"shared": 1, "stage": 3, "independent": 6}  # cell groups at N=2
+
+
+@pytest.mark.parametrize("topology", sorted(TOPOLOGIES))
+def test_unshared_cells_count_params_and_flops_of_their_network(topology):
+    space = NB201PathSpace(C=4, N=2, input_size=8, cell_topology=topology)
+    assert space.num_layers == 6 * TOPOLOGIES[topology] and space.size == 5 ** space.num_layers
+    assert space.config()["cell_topology"] == topology
+    paths = space.sample(4, generator=torch.Generator().manual_seed(3)).tolist()
+    for path in paths + [[0] * space.num_layers, [3] * space.num_layers]:
+        net = space.build_network(path)
+        assert n_params(net) == space.params(path)
+        assert hook_macs(net.eval(), torch.randn(1, 3, 8, 8)) == space.flops(path)
+        genotypes = space.cell_genotypes(path)
+        assert len(genotypes) == 6
+        assert net.genotype == (space.genotype(path) if topology == "shared" else tuple(genotypes))
+    # Every group on one genotype: the shared network, at the shared cost.
+    shared = NB201PathSpace(C=4, N=2, input_size=8)
+    cell = (2, 0, 4, 1, 2, 3)
+    assert space.params(cell * TOPOLOGIES[topology]) == shared.params(cell)
+    assert space.flops(cell * TOPOLOGIES[topology]) == shared.flops(cell)
+
+
+def test_independent_cells_follow_their_own_path_entries():
+    space = NB201PathSpace(C=4, N=2, input_size=8, cell_topology="independent")
+    path = [v for k in range(6) for v in ((k % 4) + 1,) * 6]  # cell k: every edge op (k % 4) + 1
+    assert [g.edges[0] for g in space.cell_genotypes(path)] == [PRIMITIVES[(k % 4) + 1] for k in range(6)]
+    assert space.path_of(space.group_genotypes(path)) == tuple(path)
+    supernet = space.build_supernet()
+    assert supernet.space is space and supernet.num_layers == 36
+    cells = [c for c in supernet.cells if isinstance(c, NB201ChoiceCell)]
+    assert supernet.layers_of(6 * 4 + 2) == [cells[4].ops[2]]  # entry 26: edge 2 of cell 4 only
+    stage = NB201PathSpace(C=4, N=2, cell_topology="stage").build_supernet()
+    stage_cells = [c for c in stage.cells if isinstance(c, NB201ChoiceCell)]
+    assert stage.layers_of(6 + 1) == [stage_cells[2].ops[1], stage_cells[3].ops[1]]  # group 1: stage 1's cells
+    with pytest.raises(ValueError, match="cell_topology='shared' only"):
+        space.genotype(path)
+    with pytest.raises(ValueError, match="cell_topology='shared' only"):
+        space.benchmark_index(path)
+    with pytest.raises(ValueError, match="6 cell genotypes"):
+        space.path_of(space.group_genotypes(path)[:2])
+
+
+@pytest.mark.parametrize("topology", ["stage", "independent"])
+def test_unshared_supernet_paths_equal_extracted_networks_and_batch(topology):
+    space = NB201PathSpace(C=4, N=2, input_size=8, cell_topology=topology)
+    check_extracted_networks(space, 8, [[3] * space.num_layers])
+    check_batched_rows(space, 8, [[0] * space.num_layers, [3] * space.num_layers])
+    supernet = space.build_supernet()
+    paths = space.sample(3, generator=torch.Generator().manual_seed(2))
+    assert supernet.forward_paths(torch.randn(2, 3, 8, 8), paths).shape == (3, 2, 10)
+
+
+def test_cell_topology_is_validated_and_the_supernet_must_match_it():
+    with pytest.raises(ValueError, match="cell_topology must be one of shared, stage, independent"):
+        NB201PathSpace(cell_topology="per-cell")
+    with pytest.raises(TypeError, match="cell_topology"):
+        NB201PathSpace(cell_topology=False)
+    space = NB201PathSpace(C=4, N=1, cell_topology="independent")
+    with pytest.raises(ValueError, match="does not match"):
+        NB201PathSupernet(C=4, N=1, space=space)  # shared cell groups against an independent space
+    with pytest.raises(ValueError, match="cell_groups"):
+        NB201PathSupernet(C=4, N=1, cell_groups=[0, 2, 1])
+    with pytest.raises(ValueError, match="18 entries"):
+        space.build_supernet()(torch.randn(1, 3, 8, 8), [0] * 6)
+    with pytest.raises(ValueError, match="not built from a space like"):
+        space.extract_network(NB201PathSpace(C=4, N=1).build_supernet(), [0] * 18)
+
+
+NB201_CSV = DATA_DIR / "nasbench201" / "nats_bench.csv"
+
+
+@pytest.mark.skipif(not NB201_CSV.is_file(), reason=f"NAS-Bench-201 table not found at {NB201_CSV}")
+def test_ground_truth_refuses_unshared_cells():
+    from pynas.ranking import ground_truth, load_table
+
+    table = load_table("nas-bench-201-path", NB201_CSV)
+    with pytest.raises(ValueError, match="share one topology.*cell_topology='independent'"):
+        ground_truth(NB201PathSpace(cell_topology="independent"), table)
+
+
+def test_search_and_train_independent_cells_from_the_cli(tmp_path):
+    from pynas.cli import main
+    from test_train_path import _image_folder
+
+    data = _image_folder(tmp_path / "images")
+    common = ["--dataset", "imagefolder", "--device", "cpu", "--no-progress", "--batch-size", "8"]
+    assert main(["search", "--algo", "spos", "--space", "nas-bench-201-path", "--data", str(data), *common,
+                 "--epochs", "1", "--out", str(tmp_path / "search"),
+                 "--set", "space_options.cell_topology=independent", "--set", "space_options.C=4",
+                 "--set", "space_options.N=1", "--set", "max_steps_per_epoch=2",
+                 "--set", "evaluation.recalibrate_batches=1", "--set", "evaluation.eval_batches=1",
+                 "--set", "search.population_size=4", "--set", "search.top_k=2", "--set", "search.generations=1",
+                 "--set", "search.mutation_num=1", "--set", "search.crossover_num=1"]) == 0
+    record = json.loads((tmp_path / "search" / "path.json").read_text())
+    assert record["space_options"]["cell_topology"] == "independent" and len(record["choices"]) == 18
+    space = NB201PathSpace(C=4, N=1, num_classes=3, input_size=16, cell_topology="independent")
+    assert record["params"] == space.params(record["choices"]) and record["flops"] == space.flops(record["choices"])
+    assert main(["train", "--path", str(tmp_path / "search" / "path.json"), "--out", str(tmp_path / "train"),
+                 "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress",
+                 "--set", "max_steps_per_epoch=1"]) == 0
+    result = json.loads((tmp_path / "train" / "train_result.json").read_text())
+    assert result["choices"] == record["choices"] and result["params"] == record["params"]

@@ -182,6 +182,8 @@ def _path_config(tmp_path, algo, **over):
         cfg["algorithm"] = {"sampler_options": SAMPLER_OPTIONS[algo]}
     if algo == "randomnas":
         cfg["search"] = dict(num_samples=6, rerank_top=2)
+    if algo == "fairnas":  # NSGA-II: a population and generations, no top-k/mutation/crossover counts
+        cfg["search"] = dict(population_size=6, generations=2)
     if algo == "dsnas":  # its path is the argmax of its architecture weights: no search options
         cfg["search"] = {}
     cfg.update(over)

@@ -625,7 +625,7 @@ def test_a_search_with_no_admissible_path_says_so():
 
 
 def test_strategy_registry():
-    assert list_strategies() == ["evolution", "random", "regularized-evolution"]
+    assert list_strategies() == ["evolution", "nsga2", "random", "regularized-evolution"]
     assert isinstance(_make_strategy("regularized-evolution", accuracy_like), RegularizedEvolution)
     with pytest.raises(ValueError, match="unknown search strategy"):
         create_strategy("bayesian", space=SPACE, score_fn=accuracy_like)

@@ -34,6 +34,7 @@ this choice: ops trained on some ranks only are handled
 """
 from __future__ import annotations
 
+import inspect
 import math
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, Optional
@@ -281,11 +282,21 @@ class SinglePathSearch:
         own shard of the evaluation data and all of them still make the same
         choices (and save the same state).
         """
-        from pynas.search import create_strategy
+        from pynas.search import STRATEGIES, create_strategy, list_strategies
 
+        # ``strategy`` (``--set search.strategy=NAME``) swaps the method's strategy for another registered one.
+        # The method's defaults are written for its own strategy: another one gets only those it takes
+        # (GreedyNAS's initial_population, say), not e.g. EPS's top_k.
+        name = strategy_options.pop("strategy", None)
+        name = self.strategy if name is None else name
+        if not isinstance(name, str) or name not in list_strategies():
+            raise ValueError(f"search.strategy must be one of {', '.join(list_strategies())}, got {name!r}")
         options = dict(self.strategy_defaults())
+        if name != self.strategy:
+            accepted = inspect.signature(STRATEGIES.get(name)).parameters
+            options = {k: v for k, v in options.items() if k in accepted}
         options.update(strategy_options)
-        strategy = create_strategy(self.strategy, space=self.space, score_fn=mean_over_ranks(score_fn),
+        strategy = create_strategy(name, space=self.space, score_fn=mean_over_ranks(score_fn),
                                    constraint=self.constraint,
                                    seed=self.seed, **options)
         if state is not None:

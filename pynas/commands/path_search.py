@@ -3,7 +3,8 @@
 Two phases in one run dir, both resumable after a kill:
 
 1. supernet training (``SearchRunner``: ``checkpoint.pt``, ``metrics.jsonl``);
-2. the method's search strategy (evolution or random search), every
+2. the method's search strategy (evolution, random search, NSGA-II; ``search.strategy``
+   picks another), every
    candidate scored by :func:`pynas.evaluation.evaluate_paths` (batched) on
    validation batches with the method's evaluation protocol (its
    ``evaluation_defaults``: BN recalibrated per path, shared running
@@ -12,7 +13,8 @@ Two phases in one run dir, both resumable after a kill:
    (``evaluation.rerank: all``); the strategy's state goes to
    ``search_state.pt`` after every generation.
 
-Outputs: the resolved ``config.yaml``, ``path.json`` (the found path, its op
+Outputs: the resolved ``config.yaml``, ``pareto.json`` for a multi-objective strategy (FairNAS's
+``nsga2``: the Pareto front of accuracy and cost), ``path.json`` (the found path, its op
 names, params and FLOPs, and the space's resolved options: ``pynas train
 --path`` rebuilds the network from it, see :mod:`pynas.spaces.path_spec`) and
 ``result.json``.
@@ -47,6 +49,7 @@ from pynas.training.search import CHECKPOINT, SearchRunner, write_json
 from .common import place_supernet, resolve_device, seed_everything
 
 SEARCH_STATE = "search_state.pt"
+PARETO = "pareto.json"
 EVALUATION_KEYS = ("recalibrate_batches", "eval_batches", "bn", "protocol", "momentum", "strategy", "paths_per_pass",
                    "rows_per_call", "memory_format", "recalibrate_batch_size", "eval_batch_size", "rerank")
 #: how the evaluation batches are cut, not arguments of evaluate_paths
@@ -312,13 +315,21 @@ def _run_path_search(cfg: dict, *, out_dir: Path, progress: bool, stop: StopSign
     path_record = make_path_record(space, best, dataset=cfg["dataset"],
                                    data=data_options(cfg.get("data")).root,
                                    supernet_accuracy=float(found.best_score), constraint=constraint.as_dict())
+    front = getattr(found, "extra", {}).get("pareto_front")
     if main:
         write_json(out_dir / "path.json", path_record)
+        if front is not None:
+            # A multi-objective strategy (nsga2): every non-dominated path it scored; path.json holds the one
+            # its rule chose (the most accurate admissible path).
+            write_json(out_dir / PARETO, {"objectives": found.extra.get("objectives"),
+                                          "constraint": constraint.as_dict(), "chosen": space.format(best),
+                                          "rule": "most accurate admissible path", "front": front})
     result = {
         **path_record, "space": cfg["space"], "algo": cfg["algo"], "dataset": cfg["dataset"],
         "train_seconds": outcome["search_seconds"], "search_phase_seconds": search_phase_seconds,
         "data_seconds": data.seconds, "evaluations": int(getattr(found, "evaluations", 0)),
         "epochs": outcome["history"], "resumed": resumed, "device": str(device), "evaluation": evaluation,
+        **({"pareto_front_size": len(front)} if front is not None else {}),
     }
     if main:
         write_json(out_dir / "result.json", result)

@@ -9,7 +9,7 @@ C=16, N=5. Unlike the benchmark's code, ``forward`` returns the logits only.
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Sequence, Tuple, Union
 
 from torch import Tensor, nn
 
@@ -52,26 +52,36 @@ class NB201Cell(nn.Module):
 
 
 class NB201Network(nn.Module):
-    """NAS-Bench-201's skeleton around one genotype (or its arch string)."""
+    """NAS-Bench-201's skeleton around one genotype (or its arch string), or around one genotype per cell.
 
-    def __init__(self, genotype: Union[NB201Genotype, str], *, C: int = 16, N: int = 5, num_classes: int = 10,
-                 in_channels: int = 3):
+    ``genotype`` may be a list of 3N genotypes (or arch strings), cell k of the
+    skeleton (network order, reduction blocks not counted) taking entry k: the
+    independent-cell topologies of ``NB201PathSpace(cell_topology=...)``, which
+    are not NAS-Bench-201's (its cells share one). ``self.genotype`` is then
+    that list, as a tuple of genotypes.
+    """
+
+    def __init__(self, genotype: Union[NB201Genotype, str, Sequence[Union[NB201Genotype, str]]], *, C: int = 16,
+                 N: int = 5, num_classes: int = 10, in_channels: int = 3):
         super().__init__()
         for name, value in (("C", C), ("N", N), ("num_classes", num_classes), ("in_channels", in_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(genotype, str):
-            genotype = NB201Genotype.from_arch_str(genotype)
-        if not isinstance(genotype, NB201Genotype):
-            raise TypeError(f"genotype must be an NB201Genotype or arch string, got {type(genotype).__name__}")
-        self.genotype = genotype
+        if isinstance(genotype, (list, tuple)):
+            if len(genotype) != 3 * N:
+                raise ValueError(f"genotype: a list needs one genotype per cell, 3N = {3 * N}, got {len(genotype)}")
+            cells = [_genotype(g) for g in genotype]
+            self.genotype: Union[NB201Genotype, Tuple[NB201Genotype, ...]] = tuple(cells)
+        else:
+            self.genotype = _genotype(genotype)
+            cells = [self.genotype] * (3 * N)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         blocks = []
         C_prev = C
         for stage, C_stage in enumerate((C, 2 * C, 4 * C)):
             if stage > 0:
                 blocks.append(ResNetBasicBlock(C_prev, C_stage, 2))
-            blocks += [NB201Cell(genotype, C_stage, C_stage) for _ in range(N)]
+            blocks += [NB201Cell(cells[stage * N + k], C_stage, C_stage) for k in range(N)]
             C_prev = C_stage
         self.cells = nn.Sequential(*blocks)
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
@@ -81,3 +91,11 @@ class NB201Network(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = self.lastact(self.cells(self.stem(x)))
         return self.classifier(self.global_pooling(out).flatten(1))
+
+
+def _genotype(genotype: Union[NB201Genotype, str]) -> NB201Genotype:
+    if isinstance(genotype, str):
+        genotype = NB201Genotype.from_arch_str(genotype)
+    if not isinstance(genotype, NB201Genotype):
+        raise TypeError(f"genotype must be an NB201Genotype or arch string, got {type(genotype).__name__}")
+    return genotype

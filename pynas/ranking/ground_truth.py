@@ -118,6 +118,10 @@ def check_table_space(space: PathSpace, table) -> None:
     elif isinstance(table, NB201Benchmark):
         if not isinstance(space, NB201PathSpace):
             raise ValueError(f"benchmark: the NAS-Bench-201 table ranks nas-bench-201-path paths, not {space.name!r}")
+        if not space.shared:
+            raise ValueError(f"benchmark: NAS-Bench-201's ground truth holds networks whose cells share one topology; "
+                             f"space nas-bench-201-path with cell_topology={space.cell_topology!r} has networks "
+                             f"outside it (use cell_topology='shared' to rank against the table)")
     else:
         raise TypeError(f"table must be a MacroBenchmark or NB201Benchmark, got {type(table).__name__}")
 

@@ -32,8 +32,8 @@ few-shot); few-shot split = ``algo: few-shot`` with ``algorithm.split_layer`` /
 augmentation = ``augment`` and ``algorithm.weight_decay``; BN policy = ``evaluation.bn`` (or its synonym
 ``evaluation.protocol``: recalibrate | running | batch; default the method's own) and
 ``evaluation.recalibrate_batches``; cell topology shared or not = ``cell_topology`` (nas-bench-201-path
-supports ``shared`` only: :class:`~pynas.supernets.nb201_path_supernet.NB201PathSupernet` sets edge e of
-every cell from path entry e, so a supernet with one topology per cell is missing).
+ranks ``shared`` only: NAS-Bench-201's ground truth covers networks whose cells share one topology; the
+space's ``cell_topology: independent`` can be searched, not ranked against the table).
 """
 from __future__ import annotations
 
@@ -138,9 +138,14 @@ def check_study_config(cfg: dict) -> dict:
         if topology not in CELL_TOPOLOGIES:
             raise ValueError(f"cell_topology must be one of {', '.join(CELL_TOPOLOGIES)}, got {topology!r}")
         if topology != "shared":
-            raise ValueError("cell_topology='independent' is not supported: NB201PathSupernet shares one cell "
-                             "topology across all cells (path entry e sets edge e of every cell); a supernet "
-                             "with one topology per cell is missing")
+            raise ValueError(f"cell_topology={topology!r}: NAS-Bench-201's ground truth holds only networks whose "
+                             f"cells share one topology, so a study ranks shared cells only (independent cells "
+                             f"can be searched: pynas search --space nas-bench-201-path "
+                             f"--set space_options.cell_topology=independent)")
+        options_topology = (cfg.get("space_options") or {}).get("cell_topology", "shared")
+        if options_topology != "shared":
+            raise ValueError(f"space_options.cell_topology={options_topology!r}: NAS-Bench-201's ground truth holds "
+                             f"only networks whose cells share one topology; a ranking study needs 'shared'")
     elif topology is not None:
         raise ValueError(f"cell_topology applies to nas-bench-201-path only (cells repeated in a skeleton); "
                          f"{space} has none, leave it null")

@@ -7,7 +7,8 @@ Two kinds, each found by name through a registry:
   ``eps`` (EPS) -- :mod:`pynas.search.samplers`;
 * post-training **search strategies** (which path is best under a scorer and a
   constraint): ``evolution`` (SPOS), ``random`` (RandomNAS),
-  ``regularized-evolution`` (Real et al.; NAS-Bench-201's REA).
+  ``regularized-evolution`` (Real et al.; NAS-Bench-201's REA), ``nsga2`` (multi-objective:
+  accuracy against FLOPs/params, FairNAS).
 
     from pynas.search import create_strategy
     result = create_strategy("evolution", space=space, score_fn=score, constraint=Constraint(max_flops=330e6),
@@ -52,6 +53,7 @@ def list_samplers() -> List[str]:
 from .base import SearchResult, SearchStrategy  # noqa: E402
 from .candidate_pool import CandidatePool  # noqa: E402
 from .evolution import EvolutionSearch  # noqa: E402
+from .nsga2 import NSGA2Search  # noqa: E402
 from .random_search import RandomSearch  # noqa: E402
 from .regularized_evolution import RegularizedEvolution  # noqa: E402
 from .samplers import EPSSampler, FairSampler, GreedySampler, PathSampler, UniformSampler  # noqa: E402
@@ -60,6 +62,7 @@ from .tabular import TabularScore  # noqa: E402
 __all__ = [
     "STRATEGIES", "SAMPLERS", "register_strategy", "create_strategy", "list_strategies", "register_sampler",
     "create_sampler", "list_samplers", "SearchResult", "SearchStrategy", "EvolutionSearch", "RandomSearch",
-    "RegularizedEvolution", "PathSampler", "UniformSampler", "FairSampler", "GreedySampler", "EPSSampler",
+    "RegularizedEvolution", "NSGA2Search", "PathSampler", "UniformSampler", "FairSampler", "GreedySampler",
+    "EPSSampler",
     "CandidatePool", "TabularScore",
 ]
