@@ -23,10 +23,10 @@ NET = dict(in_channels=1, C=8, layers=5)  # the demo's search network: reduction
 
 @pytest.fixture(scope="module")
 def fashion():
-    """3,000 shuffled, normalised Fashion-MNIST training images and labels."""
+    """6,000 shuffled, normalised Fashion-MNIST training images and labels."""
     from pynas.data.registry import FASHION_MNIST_MEAN, FASHION_MNIST_STD, create_dataset
 
-    ds = create_dataset("fashion-mnist", split="train", subset=3000, seed=0)
+    ds = create_dataset("fashion-mnist", split="train", subset=6000, seed=0)
     x = (ds.images.float() / 255 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     return x[perm], ds.labels[perm]
@@ -175,7 +175,7 @@ def test_seeds_agree_after_a_demo_length_stage(fashion):
     for seed in range(8):
         algo = _ftso(seed=seed, topology_steps=steps)
         for i in range(steps):
-            algo.step(_batch(fashion, i, 32), _batch(fashion, 50 + i, 32))
+            algo.step(_batch(fashion, i), _batch(fashion, steps + i))  # the demo's batch of 64
             if i == 0:
                 first.append(algo._current_topology())
         algo.end_epoch()
