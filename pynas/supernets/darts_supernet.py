@@ -20,8 +20,9 @@ Differences from the papers' code are in how the same function is computed:
 
 The same class serves DARTS (``partial_channels=1``), PC-DARTS
 (``partial_channels=K``, ``edge_normalization=True``), FTSO's topology search
-(``primitives=('skip_connect',)``, ``edge_normalization=True``) and FTSO's
-operator search on a fixed topology (``active_edges``).
+(``primitives=('skip_connect',)``, ``edge_normalization=True``, optionally
+``stride2_skip="pool"``) and FTSO's operator search on a fixed topology
+(``active_edges``).
 """
 from __future__ import annotations
 
@@ -43,6 +44,18 @@ def cell_edges(steps: int) -> list[tuple[int, int]]:
     return [(node, j) for node in range(steps) for j in range(node + 2)]
 
 
+STRIDE2_SKIPS = ("factorized", "pool")
+
+
+def _edge_op(name: str, C: int, stride: int, stride2_skip: str) -> nn.Module:
+    """``search_op``, except that ``stride2_skip="pool"`` makes the stride-2 skip connection a
+    weight-free 2x2 average pool instead of DARTS's FactorizedReduce (two 1x1 convs): FTSO's
+    topology supernet then has no kernel weights on any cell edge (see pynas.algorithms.ftso)."""
+    if name == "skip_connect" and stride == 2 and stride2_skip == "pool":
+        return nn.AvgPool2d(2, 2)
+    return search_op(name, C, stride)
+
+
 class MixedCell(nn.Module):
     """One searchable cell: 2 input states, ``steps`` nodes, output = concat of the last ``multiplier``."""
 
@@ -59,6 +72,7 @@ class MixedCell(nn.Module):
         primitives: Sequence[str],
         partial_channels: int,
         active_edges: Optional[Sequence[int]],
+        stride2_skip: str = "factorized",
     ):
         super().__init__()
         self.reduction = reduction
@@ -84,7 +98,8 @@ class MixedCell(nn.Module):
             if e not in active:
                 continue
             stride = 2 if reduction and j < 2 else 1
-            self.edge_ops[str(e)] = nn.ModuleList(search_op(name, op_channels, stride) for name in computed)
+            self.edge_ops[str(e)] = nn.ModuleList(_edge_op(name, op_channels, stride, stride2_skip)
+                                                  for name in computed)
             if partial_channels > 1 and stride == 2:
                 # PC-DARTS max-pools the bypassed channels of a stride-2 edge.
                 self.bypass_pool[str(e)] = nn.MaxPool2d(2, 2)
@@ -151,7 +166,9 @@ class DartsSupernet(ArchitectureMixin, nn.Module):
     multiplier 4, stem multiplier 3). ``stem="imagenet"`` is the stem of
     PC-DARTS's direct ImageNet search (Xu et al., ICLR 2020; the authors'
     ``model_search_imagenet.py``): three stride-2 3x3 convs, so cells start
-    at 1/8 of the input size. Architecture parameters: ``alpha``
+    at 1/8 of the input size. ``stride2_skip="pool"``: the stride-2
+    ``skip_connect`` of reduction cells is a 2x2 average pool (no weights)
+    instead of FactorizedReduce. Architecture parameters: ``alpha``
     ``[2, E, len(primitives)]`` (normal, reduce), initialised to 1e-3 * N(0, 1)
     as in DARTS, and with ``edge_normalization`` PC-DARTS's ``beta`` ``[2, E]``.
     """
@@ -172,9 +189,12 @@ class DartsSupernet(ArchitectureMixin, nn.Module):
         edge_normalization: bool = False,
         search_ops: bool = True,
         active_edges: Optional[dict] = None,
+        stride2_skip: str = "factorized",
         generator: Optional[torch.Generator] = None,
     ):
         super().__init__()
+        if stride2_skip not in STRIDE2_SKIPS:
+            raise ValueError(f"stride2_skip must be one of {STRIDE2_SKIPS}, got {stride2_skip!r}")
         for name, value in (("C", C), ("layers", layers), ("num_classes", num_classes), ("in_channels", in_channels),
                             ("steps", steps), ("multiplier", multiplier), ("partial_channels", partial_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -223,7 +243,7 @@ class DartsSupernet(ArchitectureMixin, nn.Module):
             cell = MixedCell(
                 C_prev_prev=C_prev_prev, C_prev=C_prev, C=C_curr, reduction=reduction, reduction_prev=reduction_prev,
                 steps=steps, multiplier=multiplier, primitives=self.primitives, partial_channels=partial_channels,
-                active_edges=active_edges.get("reduce" if reduction else "normal"),
+                active_edges=active_edges.get("reduce" if reduction else "normal"), stride2_skip=stride2_skip,
             )
             self.cells.append(cell)
             reduction_prev = reduction
