@@ -50,6 +50,14 @@ static void on_message(j_common_ptr cinfo, int level) {
   if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) state->truncated = 1;
 }
 
+/* Routes cinfo's errors to on_error/on_message with a cleared state (the caller then calls setjmp). */
+static void install_errors(struct jpeg_decompress_struct *cinfo, ErrorState *err) {
+  memset(err, 0, sizeof(*err));
+  cinfo->err = jpeg_std_error(&err->base);
+  err->base.error_exit = on_error;
+  err->base.emit_message = on_message;
+}
+
 /* The smallest M in 1..8 (M/8 scale) at which a crop of crop_w x crop_h source pixels still spans at
  * least min_w x min_h output pixels; 8 when even the full size does not. */
 static int pick_scale(double crop_w, double crop_h, int min_w, int min_h, int powers_of_two) {
@@ -222,10 +230,7 @@ static int decode_box(const unsigned char *data, size_t size, const double box[4
   /* Read after a longjmp, hence volatile. */
   unsigned char *volatile pixels = NULL;
   volatile int status = FAILED;
-  memset(&err, 0, sizeof(err));
-  cinfo.err = jpeg_std_error(&err.base);
-  err.base.error_exit = on_error;
-  err.base.emit_message = on_message;
+  install_errors(&cinfo, &err);
   if (setjmp(err.escape)) {
     jpeg_destroy_decompress(&cinfo);
     PyMem_RawFree(pixels);
@@ -426,10 +431,7 @@ static PyObject *image_size(PyObject *self, PyObject *args) {
   if (!PyArg_ParseTuple(args, "y*", &view)) return NULL;
   struct jpeg_decompress_struct cinfo;
   ErrorState err;
-  memset(&err, 0, sizeof(err));
-  cinfo.err = jpeg_std_error(&err.base);
-  err.base.error_exit = on_error;
-  err.base.emit_message = on_message;
+  install_errors(&cinfo, &err);
   if (setjmp(err.escape)) {
     jpeg_destroy_decompress(&cinfo);
     PyBuffer_Release(&view);

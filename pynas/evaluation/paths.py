@@ -434,12 +434,9 @@ def evaluate_paths_sequential(
 
 
 @torch.no_grad()
-def path_losses(supernet: nn.Module, paths: Any, batch: Batch, *, amp: str = "none") -> Tensor:
-    """Mean cross-entropy ``[P]`` of each path on one batch, with batch statistics (train-mode BN).
-
-    GreedyNAS's rejection step (You et al., CVPR 2020, Sec. 3.2) ranks m
-    sampled paths by their loss on a small validation batch; all m run in one pass.
-    """
+def _train_mode_logits(supernet: nn.Module, paths: Any, batch: Batch, amp: str) -> tuple[Tensor, Tensor]:
+    """Float logits ``[P, n, classes]`` of every path on ``batch`` in one pass with batch statistics
+    (train-mode BN, the supernet's mode restored), and the labels on the supernet's device."""
     _check_supernet(supernet)
     paths = _check_paths(supernet, paths)
     device = _device_of(supernet)
@@ -451,6 +448,17 @@ def path_losses(supernet: nn.Module, paths: Any, batch: Batch, *, amp: str = "no
             logits = supernet.forward_paths(x, paths).float()
     finally:
         supernet.train(was_training)
+    return logits, y
+
+
+@torch.no_grad()
+def path_losses(supernet: nn.Module, paths: Any, batch: Batch, *, amp: str = "none") -> Tensor:
+    """Mean cross-entropy ``[P]`` of each path on one batch, with batch statistics (train-mode BN).
+
+    GreedyNAS's rejection step (You et al., CVPR 2020, Sec. 3.2) ranks m
+    sampled paths by their loss on a small validation batch; all m run in one pass.
+    """
+    logits, y = _train_mode_logits(supernet, paths, batch, amp)
     p, n = logits.shape[:2]
     losses = F.cross_entropy(logits.reshape(p * n, -1), y.unsqueeze(0).expand(p, n).reshape(-1), reduction="none")
     return losses.view(p, n).mean(1).cpu()
@@ -467,17 +475,7 @@ def path_accuracy_and_loss(supernet: nn.Module, paths: Any, batch: Batch, *, amp
     batch statistics, as :func:`path_losses` does (shared running statistics
     mix every path's, and per-path recalibration per step is unaffordable).
     """
-    _check_supernet(supernet)
-    paths = _check_paths(supernet, paths)
-    device = _device_of(supernet)
-    x, y = batch[0].to(device), batch[1].to(device)
-    was_training = supernet.training
-    supernet.train()
-    try:
-        with torch.no_grad(), _autocast(amp, device):
-            logits = supernet.forward_paths(x, paths).float()
-    finally:
-        supernet.train(was_training)
+    logits, y = _train_mode_logits(supernet, paths, batch, amp)
     p, n = logits.shape[:2]
     targets = y.unsqueeze(0).expand(p, n)
     losses = F.cross_entropy(logits.reshape(p * n, -1), targets.reshape(-1), reduction="none").view(p, n).mean(1)
