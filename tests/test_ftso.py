@@ -185,3 +185,16 @@ def test_seeds_agree_after_a_demo_length_stage(fashion):
     print(f"agreement: 1 step {_agreement(first, space):.3f}, {steps} steps {_agreement(final, space):.3f} "
           f"(normal cells {normal_agreement:.3f})")
     assert normal_agreement >= 0.9
+
+
+def test_snapshot_draws_the_scores_where_beta_stays_uniform():
+    g = torch.Generator().manual_seed(0)
+    batch = (torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g))
+    algo = _ftso(topology_steps=2)
+    algo.step(batch, batch)
+    snap = algo.arch_snapshot()
+    assert snap["edge_score"] == algo.search.scores().tolist()
+    assert torch.tensor(snap["edge_score"]).shape == torch.tensor(snap["beta"]).shape
+    sgd = _ftso(topology_steps=2, topology_update="sgd")
+    sgd.step(batch, batch)
+    assert "edge_score" not in sgd.arch_snapshot()  # beta itself moves and ranks the edges

@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,6 +158,18 @@ def test_darts_weights(tmp_path, beta):
                             primitives=DARTS.primitives, edges=DARTS.edges, title="DARTS search")
     assert out == tmp_path / "plots" / "alpha.png"
     assert_png(out)
+
+
+@needs_mpl
+def test_edge_scores_are_drawn_in_place_of_beta(tmp_path):
+    from pynas.viz.arch_weights import _parse_history
+
+    history = darts_history(3, True)
+    for k, entry in enumerate(history):  # FTSO's -dL/dbeta: any sign, beta left uniform
+        entry["edge_score"] = (torch.linspace(-1.0, 0.5, DARTS.num_edges).repeat(2, 1) * (k + 1)).tolist()
+    _, shown, _, _, scores = _parse_history(history, DARTS.num_edges, len(DARTS.primitives))
+    assert scores and np.allclose(shown[-1], history[-1]["edge_score"])
+    assert_png(plot_arch_weights(history, tmp_path / "scores.png", primitives=DARTS.primitives, edges=DARTS.edges))
 
 
 @needs_mpl

@@ -182,6 +182,8 @@ class TopologySearch(DARTS):
     def arch_snapshot(self) -> dict:
         snap = super().arch_snapshot()
         snap["topology_score"] = self.scores().cpu().tolist()
+        if self.update == "gradient":  # beta stays uniform: the pictures show what ranks the edges instead
+            snap["edge_score"] = snap["topology_score"]
         return snap
 
 

@@ -4,7 +4,9 @@ A history is a list with one dict per logged epoch::
 
     {"epoch": 3,                      # optional; the list position otherwise
      "alpha": [2][E][P] or [E][P],    # softmaxed op weights: DARTS (normal, reduce) or one cell
-     "beta":  [2][E] or [E]}          # optional normalised edge weights (PC-DARTS)
+     "beta":  [2][E] or [E],          # optional normalised edge weights (PC-DARTS)
+     "edge_score": [2][E] or [E]}     # optional: what ranks the edges when beta does not move
+                                      # (FTSO's -dL/dbeta); drawn in beta's place
 
 Rows of ``alpha`` follow the space's ``edges`` and columns its ``primitives``
 (``DartsCellSpace.edges``/``.primitives``, ``NB201CellSpace.edges``/...).
@@ -133,6 +135,7 @@ def _parse_history(history: Any, num_edges: int, num_ops: int):
         raise ValueError("history is empty: no epoch carries architecture weights")
     alphas, betas, epochs = [], [], []
     shape = has_beta = None
+    scores = False
     for i, entry in enumerate(history):
         if not isinstance(entry, Mapping) or "alpha" not in entry:
             raise ValueError(f"history[{i}] must be a dict with an 'alpha' entry, got {entry!r:.80}")
@@ -154,6 +157,9 @@ def _parse_history(history: Any, num_edges: int, num_ops: int):
         if entry_has_beta != has_beta:
             raise ValueError(f"history[{i}] {'has' if entry_has_beta else 'lacks'} 'beta' but history[0] "
                              f"{'has' if has_beta else 'lacks'} it; give it for all epochs or none")
+        if "edge_score" in entry and entry["edge_score"] is not None:
+            entry = {**entry, "beta": entry["edge_score"]}
+            scores = True
         if has_beta:
             beta = _array(f"history[{i}]['beta']", entry["beta"])
             if beta.shape != shape[:-1]:
@@ -168,7 +174,7 @@ def _parse_history(history: Any, num_edges: int, num_ops: int):
     if alpha.ndim == 3:  # one cell type: add the cell axis
         alpha = alpha[:, None]
         beta = beta[:, None] if beta is not None else None
-    return alpha, beta, epochs, len(shape) == 3
+    return alpha, beta, epochs, len(shape) == 3, scores
 
 
 # ---------------------------------------------------------------------------
@@ -196,10 +202,11 @@ def _annotate(ax, values: np.ndarray, norm, cmap) -> None:
         ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=fontsize, color=color)
 
 
-def _heat(fig, ax, values: np.ndarray, matplotlib, cmap_name: str, label: Optional[str], vmax: float):
-    """Heat map from 0 to vmax; a colour bar when label is given."""
+def _heat(fig, ax, values: np.ndarray, matplotlib, cmap_name: str, label: Optional[str], vmax: float,
+          vmin: float = 0.0):
+    """Heat map from vmin to vmax; a colour bar when label is given."""
     cmap = matplotlib.colormaps[cmap_name]
-    norm = matplotlib.colors.Normalize(vmin=0.0, vmax=vmax if vmax > 0 else 1.0)
+    norm = matplotlib.colors.Normalize(vmin=vmin, vmax=vmax if vmax > vmin else vmin + 1.0)
     image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap=cmap, norm=norm)
     if label is not None:
         colorbar = fig.colorbar(image, ax=ax, fraction=0.08, pad=0.02, aspect=30)
@@ -222,7 +229,10 @@ def plot_arch_weights(history: Sequence[Mapping[str, Any]], path: PathLike, *, p
     edges = _check_edges(edges)
     if title is not None and not isinstance(title, str):
         raise ValueError(f"title must be a str or None, got {title!r}")
-    alpha, beta, epochs, darts = _parse_history(history, len(edges), len(primitives))
+    alpha, beta, epochs, darts, scores = _parse_history(history, len(edges), len(primitives))
+    # Edge scores may be negative and are not weights: their own range and names.
+    beta_low = lambda values: min(0.0, float(values.min())) if scores else 0.0  # noqa: E731
+    beta_name, beta_label = ("edge score", "edge score (-dL/dβ)") if scores else ("β", "edge weight")
     path, fmt = _output_path(path, None, allowed=_IMAGE_FORMATS)
     matplotlib, Figure, _ = _matplotlib()
     import matplotlib.colors  # noqa: F401  (submodules used below)
@@ -262,11 +272,11 @@ def plot_arch_weights(history: Sequence[Mapping[str, Any]], path: PathLike, *, p
             ax = fig.add_subplot(grid[c, col])
             values = beta[-1, c][:, None]
             # same colours as the β-over-epochs panel, whose colour bar serves both
-            norm, cmap = _heat(fig, ax, values, matplotlib, "magma", None, beta[:, c].max())
+            norm, cmap = _heat(fig, ax, values, matplotlib, "magma", None, beta[:, c].max(), beta_low(beta[:, c]))
             _annotate(ax, values, norm, cmap)
             ax.set_xticks([])
             ax.set_yticks(range(num_e), [])
-            ax.set_title(f"β, epoch {last}", fontsize=9)
+            ax.set_title(f"{beta_name}, epoch {last}", fontsize=9)
             col += 1
 
         ax = fig.add_subplot(grid[c, col])
@@ -283,10 +293,10 @@ def plot_arch_weights(history: Sequence[Mapping[str, Any]], path: PathLike, *, p
 
         if beta is not None:
             ax = fig.add_subplot(grid[c, col])
-            _heat(fig, ax, beta[:, c].T, matplotlib, "magma", "edge weight", beta[:, c].max())
+            _heat(fig, ax, beta[:, c].T, matplotlib, "magma", beta_label, beta[:, c].max(), beta_low(beta[:, c]))
             ax.set_yticks(range(num_e), [])
             _epoch_ticks(ax, epochs)
-            ax.set_title("edge weights β", fontsize=9)
+            ax.set_title("edge scores" if scores else "edge weights β", fontsize=9)
             col += 1
 
         ax = fig.add_subplot(grid[c, col])
