@@ -192,14 +192,14 @@ def _epoch_ticks(ax, epochs: Sequence[int]) -> None:
     ax.set_xlabel("epoch", fontsize=8)
 
 
-def _annotate(ax, values: np.ndarray, norm, cmap) -> None:
+def _annotate(ax, values: np.ndarray, norm, cmap, fmt: str = ".2f") -> None:
     if values.size > 240:
         return
     fontsize = 6.5 if values.shape[1] > 4 else 7.5
     for (r, c), v in np.ndenumerate(values):
         red, green, blue, _ = cmap(norm(v))
         color = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
-        ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=fontsize, color=color)
+        ax.text(c, r, format(v, fmt), ha="center", va="center", fontsize=fontsize, color=color)
 
 
 def _heat(fig, ax, values: np.ndarray, matplotlib, cmap_name: str, label: Optional[str], vmax: float,
@@ -273,7 +273,7 @@ def plot_arch_weights(history: Sequence[Mapping[str, Any]], path: PathLike, *, p
             values = beta[-1, c][:, None]
             # same colours as the β-over-epochs panel, whose colour bar serves both
             norm, cmap = _heat(fig, ax, values, matplotlib, "magma", None, beta[:, c].max(), beta_low(beta[:, c]))
-            _annotate(ax, values, norm, cmap)
+            _annotate(ax, values, norm, cmap, ".1e" if scores else ".2f")  # scores are small and signed
             ax.set_xticks([])
             ax.set_yticks(range(num_e), [])
             ax.set_title(f"{beta_name}, epoch {last}", fontsize=9)
