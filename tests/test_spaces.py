@@ -370,3 +370,19 @@ def test_nb201_parameter_counts_match_benchmark():
         genotype = NB201Genotype(tuple(NB201_PRIMITIVES[c] for c in codes))
         count = n_params(NB201Network(genotype, C=16, N=5, num_classes=10)) / 1e6
         assert count == pytest.approx(table[codes], rel=0.01), genotype
+
+
+def test_load_genotype_names_the_file_in_every_failure(tmp_path):
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "binary.json").write_bytes(bytes(range(200, 256)))
+    (tmp_path / "untagged.json").write_text('{"normal": []}')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for name, message in (("empty.json", "not a readable genotype JSON file"),
+                          ("binary.json", "not a readable genotype JSON file"),
+                          ("untagged.json", "needs a 'space' tag"), ("list.json", "needs a 'space' tag")):
+        with pytest.raises(ValueError, match=rf"^{tmp_path / name}: .*{message}"):
+            load_genotype(tmp_path / name)
+    with pytest.raises(ValueError, match="is a folder"):
+        load_genotype(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such genotype file"):
+        load_genotype(tmp_path / "missing.json")

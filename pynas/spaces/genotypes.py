@@ -358,8 +358,20 @@ def genotype_from_json(data: Union[dict, str]) -> Union[DartsGenotype, NB201Geno
 
 
 def load_genotype(path: PathLike) -> Union[DartsGenotype, NB201Genotype]:
-    """Read a genotype saved by ``save`` of either kind."""
-    return genotype_from_json(Path(path).read_text())
+    """Read a genotype saved by ``save`` of either kind; every failure names the file."""
+    file = Path(path)
+    if file.is_dir():
+        raise ValueError(f"{file}: is a folder; give a genotype file (pynas search writes RUN_DIR/genotype.json)")
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such genotype file (pynas search writes RUN_DIR/genotype.json)")
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{file}: not a readable genotype JSON file ({err})") from None
+    try:
+        return genotype_from_json(data)
+    except (ValueError, TypeError, KeyError, IndexError) as err:
+        raise ValueError(f"{file}: {err}") from None
 
 
 # ---------------------------------------------------------------------------
