@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,12 +16,32 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading exponent numbers the way YAML 1.2 and people write them.
+
+    YAML 1.1 (PyYAML's) takes a float only with a dot and a signed exponent, so ``1e-3`` and
+    ``60e6`` (the README's own ``constraint.max_flops=60e6``) would load as strings and fail
+    far from the config, or not at all.
+    """
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` as YAML with :class:`ConfigLoader` (exponent numbers are floats)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({err})") from err
     if not isinstance(data, dict):
@@ -55,7 +76,11 @@ def apply_sets(config: dict, assignments: Iterable[str]) -> dict:
             node = node[part]
             if not isinstance(node, dict):
                 raise ValueError(f"--set {key}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = parse_yaml(raw)
+        except yaml.YAMLError as err:
+            reason = " ".join(str(err).split())
+            raise ValueError(f"--set {key.strip()}: cannot read {raw!r} as a YAML value ({reason})") from None
     return out
 
 

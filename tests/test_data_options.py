@@ -49,3 +49,17 @@ def test_set_into_an_absent_or_null_section():
     assert apply_sets({"data": None}, ["data.workers=2"]) == {"data": {"workers": 2}}
     with pytest.raises(ValueError, match="'data' is not a section"):
         apply_sets({"data": "/root"}, ["data.workers=2"])
+
+
+def test_set_values_read_exponents_as_numbers_and_refuse_broken_yaml(tmp_path):
+    from pynas.config import apply_sets, load_yaml
+
+    cfg = apply_sets({}, ["constraint.max_flops=60e6", "lr=1e-3", "a=3", "b=1.5E+3", "c=[1e-3, 2]", "d=abc",
+                          "e=1_000", "f=.nan"])
+    assert cfg["constraint"]["max_flops"] == 60e6 and isinstance(cfg["constraint"]["max_flops"], float)
+    assert cfg["lr"] == 1e-3 and cfg["a"] == 3 and isinstance(cfg["a"], int) and cfg["b"] == 1500.0
+    assert cfg["c"] == [1e-3, 2] and cfg["d"] == "abc" and cfg["e"] == 1000 and cfg["f"] != cfg["f"]
+    with pytest.raises(ValueError, match=r"--set x: cannot read '\[1, 2' as a YAML value"):
+        apply_sets({}, ["x=[1, 2"])
+    (tmp_path / "c.yaml").write_text("lr: 3e-4\nepochs: 5\nname: 1e3x\n")
+    assert load_yaml(tmp_path / "c.yaml") == {"lr": 3e-4, "epochs": 5, "name": "1e3x"}
