@@ -324,8 +324,8 @@ MEMORY_FORMATS = ("preserve", "channels_last")
 
 class EpochCursor:
     """The position of a loader over epochs of sharded global batches, shared by DeviceLoader and
-    StreamLoader: a subclass sets ``dataset``, ``batch_size``, ``world_size``, ``drop_last``, ``_epoch``
-    and ``_position``."""
+    StreamLoader: a subclass sets ``dataset``, ``batch_size``, ``world_size``, ``drop_last``, ``_epoch``,
+    ``_position`` and ``_iteration``, and defines ``_batches(iteration)``, the generator ``iter()`` returns."""
 
     dataset: object
     batch_size: int
@@ -333,6 +333,7 @@ class EpochCursor:
     drop_last: bool
     _epoch: int
     _position: int
+    _iteration: int
 
     @staticmethod
     def check_batching(samples: int, *, batch_size: int, world_size: int, drop_last: bool, what: str) -> None:
@@ -377,6 +378,26 @@ class EpochCursor:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"set_epoch: epoch must be an int >= 0, got {epoch!r}")
         self._epoch, self._position = epoch, 0
+
+    # -- iteration: a subclass's _batches(iteration) yields from the cursor --------------------------
+    def __iter__(self):
+        self._iteration += 1
+        return self._batches(self._iteration)
+
+    def _check_current(self, iteration: int) -> None:
+        # Two live iterators would share (and scramble) the one resumable cursor (and a stream's workers).
+        if iteration != self._iteration:
+            raise RuntimeError(f"{type(self).__name__}: this iterator was superseded by a newer iter() of the "
+                               "same loader")
+
+    def _begin_pass(self, iteration: int) -> int:
+        """Check `iteration` is the newest, step past an epoch consumed but not closed, and return the
+        epoch's end position."""
+        self._check_current(iteration)
+        end = self._epoch_end()
+        if self._position >= end:
+            self._epoch, self._position = self._epoch + 1, 0
+        return end
 
 
 class DeviceLoader(EpochCursor):
@@ -463,20 +484,8 @@ class DeviceLoader(EpochCursor):
         return self._order_cache[1]
 
     # -- iteration --------------------------------------------------------------
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self._iteration += 1
-        return self._batches(self._iteration)
-
-    def _check_current(self, iteration: int) -> None:
-        # Two live iterators would share (and scramble) the one resumable cursor.
-        if iteration != self._iteration:
-            raise RuntimeError("DeviceLoader: this iterator was superseded by a newer iter() of the same loader")
-
     def _batches(self, iteration: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self._check_current(iteration)
-        end = self._epoch_end()
-        if self._position >= end:  # the previous epoch was consumed but not closed
-            self._epoch, self._position = self._epoch + 1, 0
+        end = self._begin_pass(iteration)
         order = self._order(self._epoch)
         while self._position < end:
             self._check_current(iteration)

@@ -240,11 +240,14 @@ class _Decoder(torch.utils.data.Dataset):
 
     def __getitem__(self, request: _Request) -> _Batch:
         n, size = len(request.indices), self.image_size
-        images = torch.empty((n, size, size, 3), dtype=torch.uint8)
+        shape = (n, size, size, 3)
         if torch.utils.data.get_worker_info() is not None:
             # Decoded straight into shared memory (as torch's default_collate does in workers): sending
             # the batch then passes a handle instead of copying every pixel once more.
-            images = images.new_empty(0).set_(torch.UntypedStorage._new_shared(images.nbytes)).view(images.shape)
+            storage = torch.UntypedStorage._new_shared(math.prod(shape))
+            images = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+        else:
+            images = torch.empty(shape, dtype=torch.uint8)
         pixels = images.numpy()
         labels = torch.empty(n, dtype=torch.int64)
         jitter = torch.empty((n, 3, 3), dtype=torch.float32) if self.colour_jitter else None
@@ -489,20 +492,8 @@ class StreamLoader(EpochCursor):
             pass
 
     # -- iteration --------------------------------------------------------------
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self._iteration += 1
-        return self._batches(self._iteration)
-
-    def _check_current(self, iteration: int) -> None:
-        # Two live iterators would share (and scramble) the one resumable cursor and the workers' stream.
-        if iteration != self._iteration:
-            raise RuntimeError("StreamLoader: this iterator was superseded by a newer iter() of the same loader")
-
     def _batches(self, iteration: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self._check_current(iteration)
-        end = self._epoch_end()
-        if self._position >= end:  # the previous epoch was consumed but not closed
-            self._epoch, self._position = self._epoch + 1, 0
+        end = self._begin_pass(iteration)
         self._plan.pass_args = (self.seed, self._epoch, self._position, end, self._order(self._epoch),
                                 self.global_batch_size, self.rank, self.world_size)
         stream = iter(self._dataloader())

@@ -517,10 +517,4 @@ def main(argv=None) -> int:
         notes.append("load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
                      + f" on {os.cpu_count()} cores")
     results.report(format_table(rows), notes, args.results_dir, dev_name, rows)
-    targets = evaluate_targets(rows, device)
-    for line, _ in targets:
-        print(line)
-    errors = sum(note.startswith("ERROR") for note in notes)
-    if errors:
-        print(f"{errors} measurement(s) failed, see the ERROR notes above")
-    return 1 if args.check_targets and (errors or not all(ok for _, ok in targets)) else 0
+    return results.verdict(evaluate_targets(rows, device), notes, check_targets=args.check_targets)

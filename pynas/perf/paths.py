@@ -516,12 +516,5 @@ def main(argv=None) -> int:
                          f"while {r['impl']} was timed; its timing is not trustworthy")
 
     results.report(format_table(rows), notes, args.results_dir, dev_name, rows)
-    targets = evaluate_targets(rows, device)
-    for line, _ in targets:
-        print(line)
-    for line in info_lines(rows):
-        print(line)
-    errors = sum(note.startswith("ERROR") for note in notes)
-    if errors:
-        print(f"{errors} measurement(s) failed, see the ERROR notes above")
-    return 1 if args.check_targets and (errors or not all(ok for _, ok in targets)) else 0
+    return results.verdict(evaluate_targets(rows, device), notes, check_targets=args.check_targets,
+                           info=info_lines(rows))

@@ -96,3 +96,16 @@ def report(table: str, notes: list[str], results_dir: str | os.PathLike, device:
     if records:
         path = append_records(results_dir, device, records)
         print(f"appended {len(records)} records to {path}")
+
+
+def verdict(targets: list, notes: list[str], *, check_targets: bool, info: list[str] = ()) -> int:
+    """Print each target line (then any info lines) and the count of failed measurements (the ERROR
+    notes); return the exit code: 1 when ``check_targets`` and a target or a measurement failed."""
+    for line, _ in targets:
+        print(line)
+    for line in info:
+        print(line)
+    errors = sum(note.startswith("ERROR") for note in notes)
+    if errors:
+        print(f"{errors} measurement(s) failed, see the ERROR notes above")
+    return 1 if check_targets and (errors or not all(ok for _, ok in targets)) else 0
